@@ -1,0 +1,283 @@
+"""The command line: the hook's stages, `plan`, and the tools (loaded only when asked for).
+
+The stage path is hand-parsed: argparse alone costs as much as starting Python,
+and the hook runs on every container start.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from oci_systemd_hook.errors import EXIT_FAILURE, EXIT_OK, HookError, InputError
+from oci_systemd_hook.log import Log
+from oci_systemd_hook.settings import KNOBS, Settings
+
+#: stage word -> what the hook does then
+STAGES = {"prestart": "prestart", "createRuntime": "prestart", "poststop": "poststop",
+          "poststart": "nothing", "createContainer": "unsupported", "startContainer": "unsupported"}
+TOOLS = ("install", "uninstall", "validate", "check")
+SWITCHES = ("--dry-run", "--json", "--help", "-h", "--version")
+VALUE_OPTIONS = ("--bundle", "--pid", "--id")
+
+USAGE = """\
+usage: oci-systemd-hook [prestart|createRuntime|poststop] [OPTIONS] < state.json
+       oci-systemd-hook plan [--json] [--bundle DIR [--id ID] [--pid PID]] [OPTIONS] [< state.json]
+       oci-systemd-hook {install,uninstall,validate,check} --help
+
+Prepare an OCI container so that systemd boots as its PID 1 (prestart/createRuntime),
+and undo it on the host afterwards (poststop). The OCI state comes on stdin.
+Without a stage word: the environment variable `stage`, else poststop when the
+state says "stopped" or has no pid, else prestart.
+
+options:
+  --dry-run            print the plan instead of carrying it out (prestart)
+  --json               print the plan as JSON (plan, --dry-run)
+  --bundle DIR         plan: the bundle to plan for, instead of a state on stdin
+  --id ID              plan: the container id (default: the bundle's name)
+  --pid PID            plan: a live container process, to plan cgroups and kept mounts
+  --help, -h           show this help
+  --version            show the version
+"""
+
+
+def _knob_help() -> str:
+    lines = []
+    for name, (kind, text) in KNOBS.items():
+        arg = "" if kind == "bool" else " " + kind.upper()
+        env = "OCI_SYSTEMD_HOOK_" + name.replace("-", "_").upper()
+        lines.append(f"  --{name}{arg:<14} {text} (env {env})")
+    return "\n".join(lines)
+
+
+def usage() -> str:
+    return USAGE + _knob_help() + "\n"
+
+
+class Args:
+    """The parsed command line."""
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+        self.switches: set[str] = set()
+        self.values: dict[str, str] = {}
+        self.knobs: list[tuple[str, str]] = []
+
+
+def parse_args(argv: list[str]) -> Args:
+    args = Args()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg == "-":
+            args.words.append(arg)
+            continue
+        name, eq, value = arg.partition("=")
+        if name in SWITCHES:
+            if eq:
+                raise InputError(f"option {name} takes no value")
+            args.switches.add("--help" if name == "-h" else name)
+            continue
+        knob = name[2:] if name.startswith("--") else ""
+        if name in VALUE_OPTIONS or knob in KNOBS:
+            if knob in KNOBS and KNOBS[knob][0] == "bool" and not eq:
+                args.knobs.append((knob, "true"))
+                continue
+            if not eq:
+                if i >= len(argv):
+                    raise InputError(f"option {name} needs a value")
+                value = argv[i]
+                i += 1
+            if name in VALUE_OPTIONS:
+                args.values[name[2:]] = value
+            else:
+                args.knobs.append((knob, value))
+            continue
+        raise InputError(f"unknown option {arg[:60]!r} (see --help)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `oci-systemd-hook` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    log = Log(debug=os.environ.get("OCI_SYSTEMD_HOOK_DEBUG", "").lower() in ("1", "true", "yes", "on"))
+    try:
+        return _run(argv, log)
+    except HookError as exc:
+        log.error(exc.message)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug in the hook: still one line, the traceback only when debugging
+        if log.debug_enabled:
+            import traceback
+
+            traceback.print_exc()
+        log.error(f"internal error: {type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+
+
+def _run(argv: list[str], log: Log) -> int:
+    if argv and argv[0] in TOOLS:
+        from oci_systemd_hook import tools  # type: ignore[attr-defined]
+
+        return int(tools.main(argv, log))
+    args = parse_args(argv)
+    if "--help" in args.switches:
+        sys.stdout.write(usage())
+        return EXIT_OK
+    if "--version" in args.switches:
+        from oci_systemd_hook import __version__
+
+        print(f"oci-systemd-hook {__version__}")
+        return EXIT_OK
+    settings = Settings()
+    settings.apply_env(dict(os.environ))
+    for name, value in args.knobs:
+        settings.set(name, value, f"--{name}")
+    log.debug_enabled = log.debug_enabled or settings.debug
+
+    if args.words and args.words[0] == "plan":
+        if len(args.words) > 1:
+            raise InputError(f"plan takes no argument {args.words[1][:60]!r}")
+        return _plan(args, settings, log)
+    if len(args.words) > 1:
+        raise InputError(f"unexpected argument {args.words[1][:60]!r} (see --help)")
+    stage = args.words[0] if args.words else os.environ.get("stage", "")
+    if stage and stage not in STAGES:
+        raise InputError(f"unknown stage {stage[:60]!r}: expected prestart, createRuntime or poststop")
+
+    from oci_systemd_hook.ocistate import read_state
+
+    state = read_state(sys.stdin.buffer)
+    from oci_systemd_hook.ids import short_id
+
+    log.container = short_id(state.id)
+    if not stage:
+        stage = "poststop" if state.status == "stopped" or state.pid is None else "prestart"
+    action = STAGES[stage]
+    if action == "unsupported":
+        raise InputError(f"the {stage} stage runs after pivot_root and cannot be used: wire the hook as "
+                         "prestart or createRuntime")
+    if action == "nothing":
+        return EXIT_OK
+    if action == "poststop":
+        return _poststop(state, settings, log)
+    return _prestart(state, settings, log, "--dry-run" in args.switches, "--json" in args.switches)
+
+
+def _prepare(state: object, settings: Settings, log: Log, need_pid: bool) -> object:
+    """Load the spec, decide whether to act, and build the plan (None: nothing to do)."""
+    from oci_systemd_hook.activation import decide
+    from oci_systemd_hook.ocistate import State
+    from oci_systemd_hook.spec import load_spec
+
+    assert isinstance(state, State)
+    spec = load_spec(state.bundle)
+    act, why = decide(spec, state.annotations)
+    if not act:
+        log.debug(f"nothing to do: {why}")
+        return None
+    annotations = dict(spec.annotations)
+    annotations.update(state.annotations)
+    settings.apply_annotations(annotations)
+    log.debug_enabled = log.debug_enabled or settings.debug
+    log.debug(f"acting: {why}")
+    if need_pid and state.pid is None:
+        raise InputError('prestart needs the container\'s "pid" in the state')
+    rootfs = os.path.realpath(spec.root)
+    if not os.path.isdir(rootfs):
+        raise InputError(f"the container root {spec.root} is not a directory")
+
+    from oci_systemd_hook.hostfacts import gather
+    from oci_systemd_hook.plan import build_plan
+
+    facts = gather(state.pid, settings.journal_root)
+    return build_plan(state, spec, settings, facts, rootfs)
+
+
+def _print_plan(plan: object, as_json: bool) -> None:
+    from oci_systemd_hook.plan import Plan
+
+    assert isinstance(plan, Plan)
+    if as_json:
+        from oci_systemd_hook import jsonlite
+
+        print(jsonlite.dumps(plan.as_dict(), indent=2))
+    else:
+        print(plan.render())
+
+
+def _prestart(state: object, settings: Settings, log: Log, dry_run: bool, as_json: bool) -> int:
+    plan = _prepare(state, settings, log, need_pid=not dry_run)
+    if plan is None:
+        if dry_run:
+            print("nothing to do: not a systemd container")
+        return EXIT_OK
+    if dry_run:
+        _print_plan(plan, as_json)
+        return EXIT_OK
+    from oci_systemd_hook.apply import prestart
+    from oci_systemd_hook.plan import Plan
+
+    assert isinstance(plan, Plan)
+    for line in plan.render().splitlines():
+        log.debug("plan: " + line)
+    prestart(plan, state.pid, log)  # type: ignore[attr-defined]
+    log.info(f"prepared for systemd: machine-id {plan.machine_id}, {len(plan.mounts)} mounts")
+    return EXIT_OK
+
+
+def _poststop(state: object, settings: Settings, log: Log) -> int:
+    from oci_systemd_hook.ocistate import State
+
+    assert isinstance(state, State)
+    state_dir = os.path.join(settings.state_dir, state.id)
+    journal_dir = ""
+    if not os.path.lexists(state_dir):
+        # No prestart ran (or it cleaned up after itself). Only a journal to drop may remain.
+        from oci_systemd_hook.activation import decide
+        from oci_systemd_hook.spec import load_spec
+
+        try:
+            spec = load_spec(state.bundle)
+        except InputError:
+            return EXIT_OK  # the bundle is gone: nothing of ours can be left
+        if not decide(spec, state.annotations)[0]:
+            return EXIT_OK
+        annotations = dict(spec.annotations)
+        annotations.update(state.annotations)
+        settings.apply_annotations(annotations)
+        if settings.journal != "remove":
+            return EXIT_OK
+        from oci_systemd_hook.ids import machine_id_for
+
+        journal_dir = os.path.join(settings.journal_root, machine_id_for(state.id, spec.env_get("container_uuid")))
+    from oci_systemd_hook.cleanup import poststop
+
+    poststop(state_dir, log, settings.journal_root, settings.journal, journal_dir)
+    return EXIT_OK
+
+
+def _plan(args: Args, settings: Settings, log: Log) -> int:
+    from oci_systemd_hook.ocistate import State, read_state
+
+    bundle = args.values.get("bundle")
+    if bundle:
+        from oci_systemd_hook.ids import check_container_id
+
+        pid = args.values.get("pid")
+        if pid is not None and not pid.isdigit():
+            raise InputError(f"--pid expects a process id, got {pid[:40]!r}")
+        bundle = os.path.abspath(bundle)
+        cid = check_container_id(args.values.get("id") or os.path.basename(bundle.rstrip("/")))
+        state = State(cid, bundle, int(pid) if pid else None)
+    else:
+        state = read_state(sys.stdin.buffer)
+    plan = _prepare(state, settings, log, need_pid=False)
+    if plan is None:
+        print("nothing to do: the hook does not act on this container (see --debug for why)")
+        return EXIT_OK
+    _print_plan(plan, "--json" in args.switches)
+    return EXIT_OK

@@ -1,0 +1,207 @@
+"""What the host and the container's namespaces look like right now.
+
+The parsers are pure (text in, values out) so the planner can be tested on
+recorded tables; `gather` is the only part that reads /proc.
+"""
+
+from __future__ import annotations
+
+import os
+
+from oci_systemd_hook.errors import HookError, InputError
+
+
+class MountInfo:
+    """One line of /proc/PID/mountinfo."""
+
+    __slots__ = ("mount_id", "parent_id", "root", "mountpoint", "options", "fstype", "source", "super_options")
+
+    def __init__(self, mount_id: int, parent_id: int, root: str, mountpoint: str, options: str,
+                 fstype: str, source: str, super_options: str) -> None:
+        self.mount_id = mount_id
+        self.parent_id = parent_id
+        self.root = root
+        self.mountpoint = mountpoint
+        self.options = options
+        self.fstype = fstype
+        self.source = source
+        self.super_options = super_options
+
+    def option_set(self) -> set[str]:
+        return set(self.options.split(",")) | set(self.super_options.split(","))
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal."""
+    if "\\" not in field:
+        return field
+    out = []
+    i = 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[MountInfo]:
+    entries = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            sep = fields.index("-", 6)
+            entries.append(MountInfo(int(fields[0]), int(fields[1]), _unescape(fields[3]), _unescape(fields[4]),
+                                     fields[5], fields[sep + 1], _unescape(fields[sep + 2]),
+                                     fields[sep + 3] if len(fields) > sep + 3 else ""))
+        except (ValueError, IndexError):
+            continue
+    return entries
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """Map each hierarchy to the process's path in it.
+
+    Keys are the controller list as written (`memory`, `cpu,cpuacct`,
+    `name=systemd`) and each controller on its own; the cgroup2 line is "".
+    """
+    result: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        result[controllers] = path
+        for name in controllers.split(","):
+            if name:
+                result[name] = path
+    return result
+
+
+def below(path: str, parent: str) -> str | None:
+    """`path` relative to `parent` ("" if equal), or None if it is not below it."""
+    if parent == "/":
+        return path.lstrip("/") if path.startswith("/") else None
+    if path == parent:
+        return ""
+    if path.startswith(parent + "/"):
+        return path[len(parent) + 1:]
+    return None
+
+
+def find_cgroup_mount(mounts: list[MountInfo], v1_name: str | None) -> MountInfo | None:
+    """The host mount of a cgroup hierarchy (cgroup2 if v1_name is None) rooted highest."""
+    best = None
+    for m in mounts:
+        if v1_name is None:
+            ok = m.fstype == "cgroup2"
+        else:
+            ok = m.fstype == "cgroup" and v1_name in m.super_options.split(",")
+        if ok and (best is None or len(m.root) < len(best.root)):
+            best = m
+    return best
+
+
+def cgroup_host_dir(mounts: list[MountInfo], v1_name: str | None, path: str) -> str | None:
+    """Where cgroup `path` of a hierarchy is reachable in the hook's mount namespace."""
+    m = find_cgroup_mount(mounts, v1_name)
+    if m is None:
+        return None
+    rel = below(path, m.root)
+    if rel is None:
+        return None
+    return os.path.join(m.mountpoint, rel) if rel else m.mountpoint
+
+
+class HostFacts:
+    """Everything the planner needs besides the spec and the settings."""
+
+    def __init__(self) -> None:
+        self.cgroups: dict[str, str] = {}  # the container's /proc/PID/cgroup
+        self.host_mounts: list[MountInfo] = []  # the hook's own mount namespace
+        self.container_mounts: list[MountInfo] = []  # the container's mount namespace
+        self.memory_limit: int | None = None
+        self.ram = 0
+        self.selinux = False
+        self.os_release = ""  # host path of the host's os-release, "" if none
+        self.journal_root_exists = False
+
+    @property
+    def known(self) -> bool:
+        """False when facts come without a live container (plan without a pid)."""
+        return bool(self.container_mounts)
+
+
+def _read(path: str, limit: int = 4 << 20) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        chunks = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks).decode("utf-8", "surrogateescape")
+    finally:
+        os.close(fd)
+
+
+def _memory_limit(facts: HostFacts) -> int | None:
+    candidates = []
+    v1 = facts.cgroups.get("memory")
+    if v1 is not None:
+        d = cgroup_host_dir(facts.host_mounts, "memory", v1)
+        if d:
+            candidates.append(os.path.join(d, "memory.limit_in_bytes"))
+    v2 = facts.cgroups.get("")
+    if v2 is not None:
+        d = cgroup_host_dir(facts.host_mounts, None, v2)
+        if d:
+            candidates.append(os.path.join(d, "memory.max"))
+    for path in candidates:
+        try:
+            text = _read(path, 64).strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+def selinux_enabled() -> bool:
+    return os.path.exists("/sys/fs/selinux/enforce")
+
+
+def host_os_release() -> str:
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        if os.path.isfile(path):
+            return path
+    return ""
+
+
+def gather(pid: int | None, journal_root: str) -> HostFacts:
+    """Read the facts for a live container, or only the host's when pid is None."""
+    facts = HostFacts()
+    facts.journal_root_exists = os.path.isdir(journal_root)
+    facts.host_mounts = parse_mountinfo(_read("/proc/self/mountinfo"))
+    try:
+        facts.ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        facts.ram = 0
+    facts.selinux = selinux_enabled()
+    facts.os_release = host_os_release()
+    if pid is None:
+        return facts
+    try:
+        facts.cgroups = parse_proc_cgroup(_read(f"/proc/{pid}/cgroup"))
+        facts.container_mounts = parse_mountinfo(_read(f"/proc/{pid}/mountinfo"))
+    except FileNotFoundError:
+        raise InputError(f"process {pid} does not exist (the container is gone?)") from None
+    except OSError as exc:
+        raise HookError(f"cannot read /proc/{pid}: {exc.strerror}") from None
+    facts.memory_limit = _memory_limit(facts)
+    return facts

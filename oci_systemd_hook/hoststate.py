@@ -1,0 +1,48 @@
+"""The hook's per-container directory on the host and the record prestart leaves in it.
+
+Kept free of ctypes so that poststop, which usually only reads the record and
+removes a directory, stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+
+from oci_systemd_hook import jsonlite
+
+RECORD = "record.json"
+
+
+def remove_tree(path: str) -> None:
+    """Remove a directory tree without following symlinks planted inside it."""
+    import shutil  # its rmtree works on descriptors on Linux
+
+    shutil.rmtree(path)
+
+
+def write_record(state_dir: str, record: dict[str, object]) -> None:
+    """Replace the record atomically, so a crash leaves the old or the new one."""
+    tmp = os.path.join(state_dir, RECORD + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, jsonlite.dumps(record, indent=1).encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, os.path.join(state_dir, RECORD))
+
+
+def read_record(state_dir: str) -> dict[str, object] | None:
+    """The record, or None when there is none or it is unreadable (a crash mid-write)."""
+    try:
+        fd = os.open(os.path.join(state_dir, RECORD), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    try:
+        record = jsonlite.loads(data)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,300 @@
+"""The decision: what prestart does for one container, computed without touching anything.
+
+`build_plan` is a pure function of the state, the spec, the settings and the host
+facts. The kernel layer (`apply.py`) carries a plan out; `oci-systemd-hook plan`
+prints one. Paths named `target` are inside the container and are resolved
+inside its rootfs only when the plan is applied.
+"""
+
+from __future__ import annotations
+
+import os
+
+from oci_systemd_hook.errors import HookError
+from oci_systemd_hook.hostfacts import HostFacts, MountInfo, below, cgroup_host_dir, find_cgroup_mount
+from oci_systemd_hook.ids import machine_id_for, uuid_format
+from oci_systemd_hook.ocistate import State
+from oci_systemd_hook.settings import Settings
+from oci_systemd_hook.spec import Spec
+
+TMPFS_TARGETS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
+#: Files of a cgroup directory that a delegated owner must be able to write.
+CGROUP_DELEGATE_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks",
+                         "notify_on_release", "cgroup.clone_children")
+SYSTEMD_V1 = "name=systemd"
+
+
+class MountStep:
+    """One mount made inside the container."""
+
+    __slots__ = ("kind", "target", "source", "data", "flags", "node", "create", "reason", "submounts")
+
+    def __init__(self, kind: str, target: str, source: str = "", data: list[str] | None = None,
+                 flags: tuple[str, ...] = ("nosuid", "nodev"), node: str = "dir", create: bool = True,
+                 reason: str = "", submounts: list[str] | None = None) -> None:
+        self.kind = kind  # "tmpfs" or "bind"
+        self.target = target
+        self.source = source  # host path for a bind
+        self.data = data or []  # tmpfs options
+        self.flags = flags  # subset of ro, nosuid, nodev, noexec
+        self.node = node  # what the target must be: "dir" or "file"
+        self.create = create  # may the target be created when missing
+        self.reason = reason
+        self.submounts = submounts or []  # runtime mounts below target to keep on top (as planned)
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) if k != "flags" else list(self.flags) for k in self.__slots__}
+
+
+class HostStep:
+    """One change on the host, made before entering the container."""
+
+    __slots__ = ("kind", "path", "mode", "content", "uid", "gid", "label", "source")
+
+    def __init__(self, kind: str, path: str, mode: int = 0o755, content: str = "", uid: int | None = None,
+                 gid: int | None = None, label: str = "", source: str = "") -> None:
+        self.kind = kind  # mkdir, write, copy, chown-cgroup, label
+        self.path = path
+        self.mode = mode
+        self.content = content
+        self.uid = uid
+        self.gid = gid
+        self.label = label
+        self.source = source
+
+    def as_dict(self) -> dict[str, object]:
+        d = {k: getattr(self, k) for k in self.__slots__}
+        d["mode"] = oct(self.mode)
+        return d
+
+
+class Plan:
+    """Everything prestart will do, in order."""
+
+    def __init__(self, container_id: str, machine_id: str, rootfs: str, state_dir: str) -> None:
+        self.container_id = container_id
+        self.machine_id = machine_id
+        self.rootfs = rootfs
+        self.state_dir = state_dir  # this container's directory on the host
+        self.journal_dir = ""  # host directory linked into the container, "" if none
+        self.journal_mode = "keep"
+        self.host_steps: list[HostStep] = []
+        self.mounts: list[MountStep] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.notes: list[str] = []
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "container_id": self.container_id,
+            "machine_id": self.machine_id,
+            "rootfs": self.rootfs,
+            "state_dir": self.state_dir,
+            "journal_dir": self.journal_dir,
+            "journal_mode": self.journal_mode,
+            "host": [s.as_dict() for s in self.host_steps],
+            "mounts": [m.as_dict() for m in self.mounts],
+            "skipped": [{"target": t, "reason": r} for t, r in self.skipped],
+            "notes": list(self.notes),
+        }
+
+    def render(self) -> str:
+        lines = [f"container {self.container_id}", f"  machine-id {self.machine_id}",
+                 f"  rootfs     {self.rootfs}", f"  state      {self.state_dir}"]
+        for h in self.host_steps:
+            extra = f" mode {oct(h.mode)[2:]}" if h.kind in ("mkdir", "write", "copy") else ""
+            if h.uid is not None:
+                extra += f" owner {h.uid}:{h.gid}"
+            if h.label:
+                extra += f" label {h.label}"
+            src = f" from {h.source}" if h.source else ""
+            lines.append(f"host   {h.kind:<12} {h.path}{src}{extra}")
+        for m in self.mounts:
+            what = "tmpfs" if m.kind == "tmpfs" else m.source
+            opts = ",".join(list(m.flags) + m.data)
+            keep = f"  (keeps {', '.join(m.submounts)} on top)" if m.submounts else ""
+            lines.append(f"mount  {m.kind:<12} {m.target} <- {what} [{opts}]{keep}")
+        for target, reason in self.skipped:
+            lines.append(f"skip   {target}: {reason}")
+        for note in self.notes:
+            lines.append(f"note   {note}")
+        return "\n".join(lines)
+
+
+def tmp_size(settings: Settings, spec: Spec, facts: HostFacts) -> str:
+    """Half the container's memory limit when it has one below RAM, else tmpfs' default."""
+    if settings.tmp_size != "auto":
+        return settings.tmp_size
+    limit = facts.memory_limit or spec.memory_limit
+    if limit and facts.ram and limit < facts.ram:
+        return f"{max(limit // 2 // 1024, 1024)}k"
+    return ""
+
+
+def _container_mount(facts: HostFacts, rootfs: str, path: str) -> MountInfo | None:
+    """The topmost mount at `path` inside the container, from its mountinfo."""
+    want = rootfs + path if rootfs != "/" else path
+    found = None
+    for m in facts.container_mounts:
+        if m.mountpoint == want:
+            found = m
+    return found
+
+
+def submounts_below(mounts: list[MountInfo], path: str) -> list[str]:
+    """Outermost mount points strictly below `path`: the ones a new mount on `path` would hide."""
+    inside = sorted({m.mountpoint for m in mounts if below(m.mountpoint, path)})
+    outer: list[str] = []
+    for p in inside:
+        if not any(below(p, o) is not None for o in outer):
+            outer.append(p)
+    return outer
+
+
+def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, rootfs: str) -> Plan:
+    """Decide every step of prestart. `rootfs` is the resolved host path of root.path."""
+    mid = machine_id_for(state.id, spec.env_get("container_uuid"))
+    plan = Plan(state.id, mid, rootfs, os.path.join(settings.state_dir, state.id))
+    plan.journal_mode = settings.journal
+    provided = spec.mount_destinations()
+    uid = spec.host_id_of_root("uid")
+    gid = spec.host_id_of_root("gid")
+    if (uid is None) != (gid is None):
+        uid = uid if uid is not None else 0
+        gid = gid if gid is not None else 0
+    label = spec.mount_label if facts.selinux else ""
+    if spec.mount_label and not facts.selinux:
+        plan.notes.append("linux.mountLabel is set but SELinux is off on this host: no labels applied")
+    owner_data = [f"uid={uid}", f"gid={gid}"] if uid is not None else []
+    label_data = [f'context="{label}"'] if label else []
+
+    plan.host_steps.append(HostStep("mkdir", plan.state_dir, 0o755, label=label))
+
+    # 1. tmpfs where systemd needs a writable, empty, volatile directory.
+    sizes = {"/run": settings.run_size, "/run/lock": settings.run_size, "/tmp": tmp_size(settings, spec, facts),
+             "/var/log/journal": settings.run_size}
+    modes = {"/run": "755", "/run/lock": "755", "/tmp": "1777", "/var/log/journal": "755"}
+    flags = {"/run": ("nosuid", "nodev"), "/run/lock": ("nosuid", "nodev", "noexec"), "/tmp": ("nosuid", "nodev"),
+             "/var/log/journal": ("nosuid", "nodev", "noexec")}
+    ours: set[str] = set()
+    for target in TMPFS_TARGETS:
+        if target in provided:
+            plan.skipped.append((target, "config.json already mounts it"))
+            continue
+        data = [f"mode={modes[target]}"] + ([f"size={sizes[target]}"] if sizes[target] else [])
+        subs = []
+        if facts.known:
+            prefix = rootfs if rootfs != "/" else ""
+            subs = [p[len(prefix):] for p in submounts_below(facts.container_mounts, prefix + target)]
+        plan.mounts.append(MountStep("tmpfs", target, "tmpfs", data + owner_data + label_data, flags[target],
+                                     reason="systemd needs it writable and empty", submounts=subs))
+        ours.add(target)
+
+    def writable_tmpfs(path: str) -> bool:
+        """May we create a mount point below `path`: is it a tmpfs of ours or of the runtime's?"""
+        if path in ours:
+            return True
+        m = spec.mount_at(path)
+        return m is not None and m.type == "tmpfs"
+
+    # 2. systemd's container interface under /run/host.
+    host_dir = os.path.join(plan.state_dir, "host")
+    if "/run/host" in provided:
+        plan.skipped.append(("/run/host", "config.json already mounts it"))
+    elif not writable_tmpfs("/run") and "/run" in provided:
+        plan.skipped.append(("/run/host", "config.json mounts /run from elsewhere; not creating a mount point in it"))
+    else:
+        manager = spec.env_get("container") or "oci"
+        plan.host_steps.append(HostStep("mkdir", host_dir, 0o755, label=label))
+        plan.host_steps.append(HostStep("write", os.path.join(host_dir, "container-manager"), 0o444, manager + "\n"))
+        plan.host_steps.append(HostStep("write", os.path.join(host_dir, "container-uuid"), 0o444,
+                                        uuid_format(mid) + "\n"))
+        if facts.os_release:
+            plan.host_steps.append(HostStep("copy", os.path.join(host_dir, "os-release"), 0o444,
+                                            source=facts.os_release))
+        plan.mounts.append(MountStep("bind", "/run/host", host_dir, flags=("ro", "nosuid", "nodev", "noexec"),
+                                     reason="systemd's container interface (container-manager, os-release, uuid)"))
+
+    # 3. A valid machine id, without writing the image's /etc/machine-id.
+    if "/etc/machine-id" in provided:
+        plan.skipped.append(("/etc/machine-id", "config.json already mounts it"))
+    else:
+        mid_file = os.path.join(plan.state_dir, "machine-id")
+        plan.host_steps.append(HostStep("write", mid_file, 0o444, mid + "\n", label=label))
+        plan.mounts.append(MountStep("bind", "/etc/machine-id", mid_file, flags=("ro", "nosuid", "nodev", "noexec"),
+                                     node="file", reason="a valid machine id derived from the container"))
+
+    # 4. The journal, linked to the host like systemd-nspawn --link-journal=host.
+    if settings.journal == "off":
+        plan.skipped.append(("/var/log/journal/" + mid, "journal linking is off"))
+    elif not facts.journal_root_exists:
+        plan.skipped.append(("/var/log/journal/" + mid, f"the host has no {settings.journal_root}"))
+    elif "/var/log/journal" in provided and not writable_tmpfs("/var/log/journal"):
+        plan.skipped.append(("/var/log/journal/" + mid, "config.json mounts /var/log/journal from elsewhere"))
+    else:
+        plan.journal_dir = os.path.join(settings.journal_root, mid)
+        plan.host_steps.append(HostStep("mkdir", plan.journal_dir, 0o755, uid=uid, gid=gid, label=label))
+        plan.mounts.append(MountStep("bind", "/var/log/journal/" + mid, plan.journal_dir,
+                                     flags=("nosuid", "nodev", "noexec"),
+                                     reason="the container's journal, readable on the host with journalctl -D"))
+
+    # 5. The container's own cgroup, writable; nothing above it.
+    _plan_cgroups(plan, spec, facts, rootfs, uid, gid)
+    return plan
+
+
+def _own_cgroup_steps(plan: Plan, host_dir: str, target: str, uid: int | None, gid: int | None) -> None:
+    if uid is not None:
+        plan.host_steps.append(HostStep("chown-cgroup", host_dir, uid=uid, gid=gid))
+    plan.mounts.append(MountStep("bind", target, host_dir, flags=("nosuid", "nodev", "noexec"), create=False,
+                                 reason="the container's own cgroup, writable for systemd"))
+
+
+def _plan_cgroups(plan: Plan, spec: Spec, facts: HostFacts, rootfs: str, uid: int | None, gid: int | None) -> None:
+    if not facts.known:
+        plan.notes.append("cgroups are decided from the live container's mount table (no pid given)")
+        return
+    top = _container_mount(facts, rootfs, "/sys/fs/cgroup")
+    if top is None:
+        plan.notes.append("the container has no cgroup filesystem at /sys/fs/cgroup: left as the runtime made it")
+        return
+    if top.fstype == "cgroup2":
+        _plan_cgroup2(plan, facts, top, "/sys/fs/cgroup", uid, gid, required=True)
+        return
+    # cgroup v1 (runc's layout: a tmpfs holding one mount per hierarchy).
+    path = facts.cgroups.get(SYSTEMD_V1)
+    hierarchy = find_cgroup_mount(facts.host_mounts, SYSTEMD_V1)
+    if path is None or hierarchy is None:
+        plan.notes.append("no name=systemd cgroup hierarchy on this host or for this container")
+    else:
+        own = cgroup_host_dir(facts.host_mounts, SYSTEMD_V1, path)
+        rel = below(path, hierarchy.root)
+        if own is None or not rel:
+            raise HookError(f"the container's name=systemd cgroup {path} is the hierarchy's root or not "
+                            "reachable; refusing to make it writable")
+        if "cgroup" in spec.namespaces:
+            _own_cgroup_steps(plan, own, "/sys/fs/cgroup/systemd", uid, gid)
+        else:
+            plan.mounts.append(MountStep("bind", "/sys/fs/cgroup/systemd", hierarchy.mountpoint,
+                                         flags=("ro", "nosuid", "nodev", "noexec"), create=False,
+                                         reason="the name=systemd hierarchy, read-only: the container's path exists"))
+            _own_cgroup_steps(plan, own, "/sys/fs/cgroup/systemd/" + rel, uid, gid)
+    unified = _container_mount(facts, rootfs, "/sys/fs/cgroup/unified")
+    if unified is not None and unified.fstype == "cgroup2":
+        _plan_cgroup2(plan, facts, unified, "/sys/fs/cgroup/unified", uid, gid, required=False)
+
+
+def _plan_cgroup2(plan: Plan, facts: HostFacts, mount: MountInfo, base: str, uid: int | None, gid: int | None,
+                  required: bool) -> None:
+    path = facts.cgroups.get("")
+    if path is None or path == "/":
+        if required:
+            raise HookError("the container is in the root cgroup2 group; refusing to make the host's root writable")
+        plan.notes.append(f"the container has no cgroup2 group of its own: {base} left read-only")
+        return
+    rel = below(path, mount.root)
+    if rel is None:
+        raise HookError(f"the container's cgroup {path} is not below its {base} mount (rooted at {mount.root})")
+    own = cgroup_host_dir(facts.host_mounts, None, path)
+    if own is None:
+        raise HookError("the host's cgroup2 hierarchy is not mounted where the hook can reach it")
+    _own_cgroup_steps(plan, own, base + ("/" + rel if rel else ""), uid, gid)

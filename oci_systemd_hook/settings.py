@@ -1,0 +1,93 @@
+"""The hook's knobs: defaults, then environment, then hook arguments, then annotations.
+
+Podman's hooks.d runner starts hooks with an empty environment unless the hook's
+JSON sets `env`, so every knob is also a command-line flag usable in `args`.
+Annotations come from the container's owner, so they may only tune that
+container (sizes, its own journal), never choose host paths.
+"""
+
+from __future__ import annotations
+
+from oci_systemd_hook.errors import InputError
+
+ENV_PREFIX = "OCI_SYSTEMD_HOOK_"
+ANNOTATION_PREFIX = "oci-systemd-hook."
+ENABLE_ANNOTATION = ANNOTATION_PREFIX + "enable"
+JOURNAL_MODES = ("keep", "remove", "off")
+_TRUE = ("1", "true", "yes", "on", "enable", "enabled")
+_FALSE = ("0", "false", "no", "off", "disable", "disabled")
+
+#: name -> (kind, help); kind is "path", "size", "journal" or "bool".
+KNOBS: dict[str, tuple[str, str]] = {
+    "state-dir": ("path", "host directory for per-container state (default /run/oci-systemd-hook)"),
+    "journal-root": ("path", "host directory the container's journal is linked under (default /var/log/journal)"),
+    "journal": ("journal", "what poststop does with the linked journal: keep (default), remove, or off (no link)"),
+    "run-size": ("size", "size of the /run, /run/lock and /var/log/journal tmpfs (default 64m)"),
+    "tmp-size": ("size", "size of the /tmp tmpfs; auto (default) is half the memory limit when that is below RAM"),
+    "debug": ("bool", "log every step to stderr and syslog"),
+}
+#: Knobs a container may set for itself through annotations.
+ANNOTATION_KNOBS = ("journal", "run-size", "tmp-size", "debug")
+
+
+def parse_bool(value: str, where: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise InputError(f"{where}: expected true or false, got {value[:40]!r}")
+
+
+def check_size(value: str, where: str) -> str:
+    """A tmpfs size: bytes with an optional k/m/g suffix, or a percentage of RAM."""
+    text = value.strip().lower()
+    digits = text[:-1] if text[-1:] in ("k", "m", "g", "%") else text
+    if not digits.isdigit() or not digits.isascii() or int(digits) == 0 or len(digits) > 18:
+        raise InputError(f"{where}: expected a size such as 64m, 512k, 1g or 25%, got {value[:40]!r}")
+    return text
+
+
+class Settings:
+    """Resolved knobs for one hook run."""
+
+    def __init__(self) -> None:
+        self.state_dir = "/run/oci-systemd-hook"
+        self.journal_root = "/var/log/journal"
+        self.journal = "keep"
+        self.run_size = "64m"
+        self.tmp_size = "auto"
+        self.debug = False
+
+    def set(self, name: str, value: str, where: str) -> None:
+        kind = KNOBS[name][0]
+        if kind == "path":
+            if not value.startswith("/") or "\0" in value:
+                raise InputError(f"{where}: expected an absolute path, got {value[:80]!r}")
+            setattr(self, name.replace("-", "_"), value.rstrip("/") or "/")
+        elif kind == "size":
+            if name == "tmp-size" and value.strip().lower() == "auto":
+                self.tmp_size = "auto"
+            else:
+                setattr(self, name.replace("-", "_"), check_size(value, where))
+        elif kind == "journal":
+            if value not in JOURNAL_MODES:
+                raise InputError(f"{where}: expected one of {', '.join(JOURNAL_MODES)}, got {value[:40]!r}")
+            self.journal = value
+        else:
+            self.debug = parse_bool(value, where)
+
+    def apply_env(self, environ: dict[str, str]) -> None:
+        for name in KNOBS:
+            var = ENV_PREFIX + name.replace("-", "_").upper()
+            if var in environ and environ[var] != "":
+                self.set(name, environ[var], var)
+
+    def apply_annotations(self, annotations: dict[str, str]) -> None:
+        for name in ANNOTATION_KNOBS:
+            key = ANNOTATION_PREFIX + name
+            if key in annotations:
+                self.set(name, annotations[key], f"annotation {key}")
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name.replace("-", "_")) for name in KNOBS}

@@ -1,0 +1,227 @@
+"""A fake container for root tests: a process in its own mount namespace whose rootfs is laid
+out the way runc leaves it when it runs prestart hooks (before pivot_root).
+
+Only the kernel objects the hook touches are real: the mount namespace, the rootfs bind,
+the runtime's own mounts (tmpfs, binds) and the cgroup the process lives in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from oci_systemd_hook.hostfacts import MountInfo, parse_mountinfo
+
+REPO = Path(__file__).resolve().parent.parent
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, mounts and cgroups")
+
+V1_ROOT = Path("/sys/fs/cgroup/systemd")
+
+
+def cgroup2_root() -> Path:
+    """Where this host's cgroup2 hierarchy is mounted (hybrid: /sys/fs/cgroup/unified)."""
+    for m in parse_mountinfo(Path("/proc/self/mountinfo").read_text()):
+        if m.fstype == "cgroup2" and m.root == "/":
+            return Path(m.mountpoint)
+    raise RuntimeError("no cgroup2 mount on this host")
+
+
+def minimal_rootfs(root: Path) -> Path:
+    """The directories a typical image has; /etc/machine-id as debootstrap leaves it."""
+    for d in ("etc", "sbin", "proc", "dev", "sys/fs/cgroup", "run", "tmp", "var/log", "usr/lib"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    (root / "etc/os-release").write_text('ID=fake\nPRETTY_NAME="fake image"\n')
+    return root
+
+
+def host_mount_table() -> list[tuple[str, str, str, str]]:
+    """The hook's own namespace's mounts, comparable before and after."""
+    return sorted((m.mountpoint, m.fstype, m.root, m.options)
+                  for m in parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
+
+
+def tree_snapshot(path: Path) -> dict[str, tuple[int, int, int, int, bytes]]:
+    """Every entry below path with type, mode, owner, size and (for files/links) content."""
+    snap: dict[str, tuple[int, int, int, int, bytes]] = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if os.path.islink(p):
+                data = os.readlink(p).encode()
+            elif os.path.isfile(p):
+                data = Path(p).read_bytes()
+            else:
+                data = b""
+            snap[os.path.relpath(p, path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, data)
+    return snap
+
+
+class FakeContainer:
+    """`with FakeContainer(tmp_path) as c:` gives a live process `c.pid` in a prepared namespace."""
+
+    def __init__(self, tmp: Path, *, config: dict[str, object] | None = None, cgroup: str = "v1",
+                 cgroupns: bool = False, runtime_mounts: list[tuple[str, str]] = (),  # type: ignore[assignment]
+                 rootfs_readonly: bool = False, build_rootfs: bool = True) -> None:
+        self.tmp = tmp
+        self.name = "osh-test-" + uuid.uuid4().hex[:10]
+        self.bundle = tmp / "bundle"
+        self.rootfs = self.bundle / "rootfs"
+        self.state_dir = tmp / "state"
+        self.journal_root = tmp / "journal"
+        self.journal_root.mkdir(parents=True, exist_ok=True)
+        self.rootfs.mkdir(parents=True, exist_ok=True)
+        if build_rootfs:
+            minimal_rootfs(self.rootfs)
+        self.cgroup = cgroup
+        self.cgroupns = cgroupns
+        self.runtime_mounts = list(runtime_mounts)
+        self.rootfs_readonly = rootfs_readonly
+        self.config: dict[str, object] = {
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/sbin/init"], "env": ["PATH=/usr/bin:/bin", "container=oci"]},
+            "root": {"path": "rootfs"},
+            "mounts": [],
+            "linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}]
+                      + ([{"type": "cgroup"}] if cgroupns else [])},
+        }
+        if config:
+            self.config.update(config)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cgroup_dir: Path | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def write_config(self) -> None:
+        (self.bundle / "config.json").write_text(json.dumps(self.config))
+
+    def __enter__(self) -> FakeContainer:
+        self.write_config()
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _setup_script(self) -> str:
+        r = shlex.quote(str(self.rootfs))
+        lines = ["set -e", f"mount --bind {r} {r}"]
+        if self.cgroup == "v1":
+            lines += [f"if [ -d {r}/sys/fs/cgroup ] && [ ! -L {r}/sys ] && [ ! -L {r}/sys/fs ] "
+                      f"&& [ ! -L {r}/sys/fs/cgroup ]; then",
+                      f"  mount -t tmpfs -o mode=755 cgroup {r}/sys/fs/cgroup",
+                      f"  mkdir {r}/sys/fs/cgroup/systemd",
+                      f"  mount --bind {shlex.quote(str(self.cgroup_dir))} {r}/sys/fs/cgroup/systemd",
+                      f"  mount -o remount,bind,ro {r}/sys/fs/cgroup/systemd",
+                      "fi"]
+        elif self.cgroup == "v2":
+            lines += [f"mount -t cgroup2 -o ro cgroup2 {r}/sys/fs/cgroup"]
+        for kind, dest in self.runtime_mounts:
+            d = shlex.quote(str(self.rootfs) + dest)
+            if kind == "tmpfs":
+                lines += [f"mkdir -p {d}", f"mount -t tmpfs -o mode=755 runtime {d}",
+                          f"echo from-runtime > {d}/marker"]
+            elif kind == "file":
+                src = self.tmp / ("runtime-file-" + dest.strip("/").replace("/", "_"))
+                src.write_text("runtime file\n")
+                lines += [f"mkdir -p $(dirname {d})", f"touch {d}", f"mount --bind {shlex.quote(str(src))} {d}"]
+        if self.rootfs_readonly:
+            lines += [f"mount -o remount,bind,ro {r}"]
+        lines += ["echo ready", "exec sleep 1000"]
+        return "\n".join(lines)
+
+    def start(self) -> None:
+        if self.cgroup == "v1":
+            self.cgroup_dir = V1_ROOT / self.name
+        elif self.cgroup == "v2":
+            self.cgroup_dir = cgroup2_root() / self.name
+        if self.cgroup_dir is not None:
+            self.cgroup_dir.mkdir()
+        inner = ["unshare", "-m", "--propagation", "private"] + (["-C"] if self.cgroupns else [])
+        inner += ["sh", "-c", self._setup_script()]
+        enter = f"echo $$ > {shlex.quote(str(self.cgroup_dir))}/cgroup.procs; " if self.cgroup_dir else ""
+        cmd = ["sh", "-c", enter + "exec " + " ".join(shlex.quote(a) for a in inner)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            self.stop()
+            raise RuntimeError(f"fake container did not start: {line!r}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.cgroup_dir is not None and self.cgroup_dir.exists():
+            for child in sorted(self.cgroup_dir.rglob("*"), reverse=True):
+                if child.is_dir():
+                    child.rmdir()
+            self.cgroup_dir.rmdir()
+
+    # --- talking to the hook ---------------------------------------------------------------------
+
+    def state(self, **override: object) -> dict[str, object]:
+        state: dict[str, object] = {"ociVersion": "1.0.2", "id": self.name, "status": "creating",
+                                    "pid": self.pid, "bundle": str(self.bundle)}
+        state.update(override)
+        return {k: v for k, v in state.items() if v is not None}
+
+    def hook_args(self) -> list[str]:
+        return [f"--state-dir={self.state_dir}", f"--journal-root={self.journal_root}"]
+
+    def run_hook(self, stage: str | None = "prestart", state: dict[str, object] | None = None,
+                 args: list[str] | None = None, env: dict[str, str] | None = None,
+                 stdin: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-I", "-m", "oci_systemd_hook"] + ([stage] if stage else [])
+        argv += self.hook_args() + (args or [])
+        data = stdin if stdin is not None else json.dumps(state if state is not None else self.state()).encode()
+        environ = {"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": ""} if env is None else env
+        res = subprocess.run(argv, input=data, capture_output=True, env=environ, timeout=timeout, check=False)
+        return subprocess.CompletedProcess(argv, res.returncode, res.stdout.decode(), res.stderr.decode())
+
+    def poststop(self, **kw: object) -> subprocess.CompletedProcess[str]:
+        """Like podman: no pid, status stopped, an empty environment."""
+        return self.run_hook("poststop", self.state(pid=None, status="stopped"), env={}, **kw)  # type: ignore[arg-type]
+
+    # --- looking inside --------------------------------------------------------------------------
+
+    def mounts(self) -> list[MountInfo]:
+        return parse_mountinfo(Path(f"/proc/{self.pid}/mountinfo").read_text())
+
+    def mount_at(self, path: str) -> MountInfo | None:
+        """The topmost mount at `path` inside the container."""
+        found = None
+        for m in self.mounts():
+            if m.mountpoint == str(self.rootfs) + path:
+                found = m
+        return found
+
+    def mounts_at(self, path: str) -> list[MountInfo]:
+        return [m for m in self.mounts() if m.mountpoint == str(self.rootfs) + path]
+
+    def inside(self, path: str) -> Path:
+        """`path` in the container as its mount namespace sees it (through /proc/PID/root)."""
+        return Path(f"/proc/{self.pid}/root{self.rootfs}{path}")
+
+    def machine_id(self) -> str:
+        from oci_systemd_hook.ids import machine_id_for
+
+        return machine_id_for(self.name)
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
