@@ -71,7 +71,7 @@ class FakeContainer:
 
     def __init__(self, tmp: Path, *, config: dict[str, object] | None = None, cgroup: str = "v1",
                  cgroupns: bool = False, runtime_mounts: list[tuple[str, str]] = (),  # type: ignore[assignment]
-                 rootfs_readonly: bool = False, build_rootfs: bool = True) -> None:
+                 rootfs_readonly: bool = False, build_rootfs: bool = True, mount_proc: bool = False) -> None:
         self.tmp = tmp
         self.name = "osh-test-" + uuid.uuid4().hex[:10]
         self.bundle = tmp / "bundle"
@@ -86,6 +86,7 @@ class FakeContainer:
         self.cgroupns = cgroupns
         self.runtime_mounts = list(runtime_mounts)
         self.rootfs_readonly = rootfs_readonly
+        self.mount_proc = mount_proc
         self.config: dict[str, object] = {
             "ociVersion": "1.0.2",
             "process": {"args": ["/sbin/init"], "env": ["PATH=/usr/bin:/bin", "container=oci"]},
@@ -115,6 +116,8 @@ class FakeContainer:
     def _setup_script(self) -> str:
         r = shlex.quote(str(self.rootfs))
         lines = ["set -e", f"mount --bind {r} {r}"]
+        if self.mount_proc:  # as runc does; only where the image has a real directory
+            lines += [f"if [ -d {r}/proc ] && [ ! -L {r}/proc ]; then mount -t proc proc {r}/proc; fi"]
         if self.cgroup == "v1":
             lines += [f"if [ -d {r}/sys/fs/cgroup ] && [ ! -L {r}/sys ] && [ ! -L {r}/sys/fs ] "
                       f"&& [ ! -L {r}/sys/fs/cgroup ]; then",
