@@ -61,7 +61,7 @@ def _write_record(plan: Plan, mounted: list[str], journal_created: bool) -> None
         "journal_dir": plan.journal_dir,
         "journal_created": journal_created,
         "journal_mode": plan.journal_mode,
-        "planned": [plan.rootfs.rstrip("/") + m.target for m in plan.mounts],
+        "planned": [plan.rootfs.rstrip("/") + m.target for m in plan.mounts if m.kind != "mask"],
         "mounted": mounted,
     })
 
@@ -217,6 +217,21 @@ def _mount_bind(root: Root, step: MountStep, src: int, attached: list[int], moun
         os.close(tfd)
 
 
+def _mask_unit(root: Root, step: MountStep, log: Log) -> None:
+    """Create the symlink step.target -> step.source in a tmpfs (ours or the runtime's)."""
+    parent, name = os.path.split(step.target)
+    dfd = root.open_dir(parent, create=True)
+    try:
+        _fault("symlink")
+        try:
+            os.symlink(step.source, name, dir_fd=dfd)
+        except FileExistsError:
+            pass  # the image or an earlier run already decided about this unit
+        log.debug(f"masked {step.target}")
+    finally:
+        os.close(dfd)
+
+
 def _same_file(a: int, b: int) -> bool:
     sa, sb = os.fstat(a), os.fstat(b)
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
@@ -254,6 +269,8 @@ def prestart(plan: Plan, pid: int, log: Log) -> None:
                     for i, mount in enumerate(plan.mounts):
                         if mount.kind == "tmpfs":
                             _mount_tmpfs(root, mount, attached, mounted, log)
+                        elif mount.kind == "mask":
+                            _mask_unit(root, mount, log)
                         else:
                             _mount_bind(root, mount, sources.pop(i), attached, mounted, log)
             except BaseException:

@@ -11,6 +11,7 @@ import sys
 
 from oci_systemd_hook.errors import EXIT_FAILURE, EXIT_OK, HookError, InputError
 from oci_systemd_hook.log import Log
+from oci_systemd_hook.ocistate import State
 from oci_systemd_hook.settings import KNOBS, Settings
 
 #: stage word -> what the hook does then
@@ -167,36 +168,6 @@ def _run(argv: list[str], log: Log) -> int:
     return _prestart(state, settings, log, "--dry-run" in args.switches, "--json" in args.switches)
 
 
-def _prepare(state: object, settings: Settings, log: Log, need_pid: bool) -> object:
-    """Load the spec, decide whether to act, and build the plan (None: nothing to do)."""
-    from oci_systemd_hook.activation import decide
-    from oci_systemd_hook.ocistate import State
-    from oci_systemd_hook.spec import load_spec
-
-    assert isinstance(state, State)
-    spec = load_spec(state.bundle)
-    act, why = decide(spec, state.annotations)
-    if not act:
-        log.debug(f"nothing to do: {why}")
-        return None
-    annotations = dict(spec.annotations)
-    annotations.update(state.annotations)
-    settings.apply_annotations(annotations)
-    log.debug_enabled = log.debug_enabled or settings.debug
-    log.debug(f"acting: {why}")
-    if need_pid and state.pid is None:
-        raise InputError('prestart needs the container\'s "pid" in the state')
-    rootfs = os.path.realpath(spec.root)
-    if not os.path.isdir(rootfs):
-        raise InputError(f"the container root {spec.root} is not a directory")
-
-    from oci_systemd_hook.hostfacts import gather
-    from oci_systemd_hook.plan import build_plan
-
-    facts = gather(state.pid, settings.journal_root)
-    return build_plan(state, spec, settings, facts, rootfs)
-
-
 def _print_plan(plan: object, as_json: bool) -> None:
     from oci_systemd_hook.plan import Plan
 
@@ -209,59 +180,29 @@ def _print_plan(plan: object, as_json: bool) -> None:
         print(plan.render())
 
 
-def _prestart(state: object, settings: Settings, log: Log, dry_run: bool, as_json: bool) -> int:
-    plan = _prepare(state, settings, log, need_pid=not dry_run)
-    if plan is None:
-        if dry_run:
-            print("nothing to do: not a systemd container")
-        return EXIT_OK
-    if dry_run:
-        _print_plan(plan, as_json)
-        return EXIT_OK
-    from oci_systemd_hook.apply import prestart
-    from oci_systemd_hook.plan import Plan
+def _prestart(state: State, settings: Settings, log: Log, dry_run: bool, as_json: bool) -> int:
+    from oci_systemd_hook import api
 
-    assert isinstance(plan, Plan)
-    for line in plan.render().splitlines():
-        log.debug("plan: " + line)
-    prestart(plan, state.pid, log)  # type: ignore[attr-defined]
-    log.info(f"prepared for systemd: machine-id {plan.machine_id}, {len(plan.mounts)} mounts")
+    if dry_run:
+        plan = api.plan_for(state, settings, log)
+        if plan is None:
+            print("nothing to do: not a systemd container")
+        else:
+            _print_plan(plan, as_json)
+        return EXIT_OK
+    api.prestart(state, settings, log)
     return EXIT_OK
 
 
-def _poststop(state: object, settings: Settings, log: Log) -> int:
-    from oci_systemd_hook.ocistate import State
+def _poststop(state: State, settings: Settings, log: Log) -> int:
+    from oci_systemd_hook import api
 
-    assert isinstance(state, State)
-    state_dir = os.path.join(settings.state_dir, state.id)
-    journal_dir = ""
-    if not os.path.lexists(state_dir):
-        # No prestart ran (or it cleaned up after itself). Only a journal to drop may remain.
-        from oci_systemd_hook.activation import decide
-        from oci_systemd_hook.spec import load_spec
-
-        try:
-            spec = load_spec(state.bundle)
-        except InputError:
-            return EXIT_OK  # the bundle is gone: nothing of ours can be left
-        if not decide(spec, state.annotations)[0]:
-            return EXIT_OK
-        annotations = dict(spec.annotations)
-        annotations.update(state.annotations)
-        settings.apply_annotations(annotations)
-        if settings.journal != "remove":
-            return EXIT_OK
-        from oci_systemd_hook.ids import machine_id_for
-
-        journal_dir = os.path.join(settings.journal_root, machine_id_for(state.id, spec.env_get("container_uuid")))
-    from oci_systemd_hook.cleanup import poststop
-
-    poststop(state_dir, log, settings.journal_root, settings.journal, journal_dir)
+    api.poststop(state, settings, log)
     return EXIT_OK
 
 
 def _plan(args: Args, settings: Settings, log: Log) -> int:
-    from oci_systemd_hook.ocistate import State, read_state
+    from oci_systemd_hook.ocistate import read_state
 
     bundle = args.values.get("bundle")
     if bundle:
@@ -275,7 +216,9 @@ def _plan(args: Args, settings: Settings, log: Log) -> int:
         state = State(cid, bundle, int(pid) if pid else None)
     else:
         state = read_state(sys.stdin.buffer)
-    plan = _prepare(state, settings, log, need_pid=False)
+    from oci_systemd_hook import api
+
+    plan = api.plan_for(state, settings, log)
     if plan is None:
         print("nothing to do: the hook does not act on this container (see --debug for why)")
         return EXIT_OK

@@ -91,10 +91,31 @@ def below(path: str, parent: str) -> str | None:
     return None
 
 
+def visible(mounts: list[MountInfo]) -> list[MountInfo]:
+    """Drop mounts hidden by a later mount on them or on one of their parent directories.
+
+    (A cgroup2 mounted on /sys/fs/cgroup hides the hybrid layout's /sys/fs/cgroup/unified,
+    which mountinfo still lists.)
+    """
+    by_id = {m.mount_id: m for m in mounts}
+    result = []
+    for i, m in enumerate(mounts):
+        ancestors = set()
+        parent = by_id.get(m.parent_id)
+        while parent is not None and parent.mount_id not in ancestors:
+            ancestors.add(parent.mount_id)
+            parent = by_id.get(parent.parent_id)
+        hidden = any(below(m.mountpoint, later.mountpoint) is not None and later.mount_id not in ancestors
+                     for later in mounts[i + 1:])
+        if not hidden:
+            result.append(m)
+    return result
+
+
 def find_cgroup_mount(mounts: list[MountInfo], v1_name: str | None) -> MountInfo | None:
-    """The host mount of a cgroup hierarchy (cgroup2 if v1_name is None) rooted highest."""
+    """The reachable host mount of a cgroup hierarchy (cgroup2 if v1_name is None) rooted highest."""
     best = None
-    for m in mounts:
+    for m in visible(mounts):
         if v1_name is None:
             ok = m.fstype == "cgroup2"
         else:

@@ -22,6 +22,7 @@ TMPFS_TARGETS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
 CGROUP_DELEGATE_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks",
                          "notify_on_release", "cgroup.clone_children")
 SYSTEMD_V1 = "name=systemd"
+MASK_DIR = "/run/systemd/system"
 
 
 class MountStep:
@@ -32,7 +33,7 @@ class MountStep:
     def __init__(self, kind: str, target: str, source: str = "", data: list[str] | None = None,
                  flags: tuple[str, ...] = ("nosuid", "nodev"), node: str = "dir", create: bool = True,
                  reason: str = "", submounts: list[str] | None = None) -> None:
-        self.kind = kind  # "tmpfs" or "bind"
+        self.kind = kind  # "tmpfs", "bind", or "mask" (a runtime unit mask, not a mount)
         self.target = target
         self.source = source  # host path for a bind
         self.data = data or []  # tmpfs options
@@ -110,6 +111,9 @@ class Plan:
             lines.append(f"host   {h.kind:<12} {h.path}{src}{extra}")
         for m in self.mounts:
             what = "tmpfs" if m.kind == "tmpfs" else m.source
+            if m.kind == "mask":
+                lines.append(f"mask   {'unit':<12} {m.target} -> {m.source}")
+                continue
             opts = ",".join(list(m.flags) + m.data)
             keep = f"  (keeps {', '.join(m.submounts)} on top)" if m.submounts else ""
             lines.append(f"mount  {m.kind:<12} {m.target} <- {what} [{opts}]{keep}")
@@ -222,6 +226,13 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         plan.host_steps.append(HostStep("write", mid_file, 0o444, mid + "\n", label=label))
         plan.mounts.append(MountStep("bind", "/etc/machine-id", mid_file, flags=("ro", "nosuid", "nodev", "noexec"),
                                      node="file", reason="a valid machine id derived from the container"))
+        # With /etc/machine-id a mount point, systemd-machine-id-commit.service would try to
+        # unmount it and write the id into the image (and fail without CAP_SYS_ADMIN). Mask it
+        # for this boot only, as `systemctl mask --runtime` does, in the /run we just made.
+        if writable_tmpfs("/run"):
+            plan.mounts.append(MountStep("mask", MASK_DIR + "/systemd-machine-id-commit.service", "/dev/null",
+                                         flags=(), node="symlink",
+                                         reason="the machine id is the container's: never commit it to the image"))
 
     # 4. The journal, linked to the host like systemd-nspawn --link-journal=host.
     if settings.journal == "off":

@@ -1,0 +1,34 @@
+"""Wire the hook into a bundle's config.json the way a user of runc would."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tests.fakecontainer import REPO
+
+
+def write_launcher(directory: Path) -> Path:
+    """An executable that runs this checkout's hook with an isolated interpreter."""
+    directory.mkdir(parents=True, exist_ok=True)
+    launcher = directory / "oci-systemd-hook"
+    launcher.write_text(
+        f"#!{sys.executable} -I\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from oci_systemd_hook.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    launcher.chmod(0o755)
+    return launcher
+
+
+def hooks(launcher: Path, state_dir: Path, journal_root: Path, *extra: str,
+          prestart_stage: str = "prestart") -> dict[str, object]:
+    """config.json "hooks" running the hook at prestart (or createRuntime) and poststop."""
+    args = [f"--state-dir={state_dir}", f"--journal-root={journal_root}", *extra]
+    return {
+        prestart_stage: [{"path": str(launcher), "args": ["oci-systemd-hook", prestart_stage, *args],
+                          "timeout": 30}],
+        "poststop": [{"path": str(launcher), "args": ["oci-systemd-hook", "poststop", *args]}],
+    }
