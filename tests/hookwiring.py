@@ -13,7 +13,7 @@ def write_launcher(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     launcher = directory / "oci-systemd-hook"
     launcher.write_text(
-        f"#!{sys.executable} -I\n"
+        f"#!{sys.executable} -IS\n"  # no site: the launcher names the package directory itself\n
         "import sys\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from oci_systemd_hook.cli import main\n"
