@@ -91,36 +91,38 @@ def below(path: str, parent: str) -> str | None:
     return None
 
 
-def visible(mounts: list[MountInfo]) -> list[MountInfo]:
-    """Drop mounts hidden by a later mount on them or on one of their parent directories.
+def is_hidden(mounts: list[MountInfo], index: int, by_id: dict[int, MountInfo] | None = None) -> bool:
+    """Is mounts[index] hidden by a later mount on it or on one of its parent directories?
 
     (A cgroup2 mounted on /sys/fs/cgroup hides the hybrid layout's /sys/fs/cgroup/unified,
     which mountinfo still lists.)
     """
-    by_id = {m.mount_id: m for m in mounts}
-    result = []
-    for i, m in enumerate(mounts):
-        ancestors = set()
-        parent = by_id.get(m.parent_id)
-        while parent is not None and parent.mount_id not in ancestors:
-            ancestors.add(parent.mount_id)
-            parent = by_id.get(parent.parent_id)
-        hidden = any(below(m.mountpoint, later.mountpoint) is not None and later.mount_id not in ancestors
-                     for later in mounts[i + 1:])
-        if not hidden:
-            result.append(m)
-    return result
+    if by_id is None:
+        by_id = {m.mount_id: m for m in mounts}
+    m = mounts[index]
+    ancestors: set[int] = set()
+    parent = by_id.get(m.parent_id)
+    while parent is not None and parent.mount_id not in ancestors:
+        ancestors.add(parent.mount_id)
+        parent = by_id.get(parent.parent_id)
+    return any(below(m.mountpoint, later.mountpoint) is not None and later.mount_id not in ancestors
+               for later in mounts[index + 1:])
 
 
 def find_cgroup_mount(mounts: list[MountInfo], v1_name: str | None) -> MountInfo | None:
     """The reachable host mount of a cgroup hierarchy (cgroup2 if v1_name is None) rooted highest."""
     best = None
-    for m in visible(mounts):
+    by_id: dict[int, MountInfo] | None = None
+    for i, m in enumerate(mounts):
         if v1_name is None:
             ok = m.fstype == "cgroup2"
         else:
             ok = m.fstype == "cgroup" and v1_name in m.super_options.split(",")
-        if ok and (best is None or len(m.root) < len(best.root)):
+        if not ok or (best is not None and len(m.root) >= len(best.root)):
+            continue
+        if by_id is None:
+            by_id = {x.mount_id: x for x in mounts}
+        if not is_hidden(mounts, i, by_id):
             best = m
     return best
 

@@ -77,7 +77,11 @@ def _encode(value: object, out: list[str], indent: int | None, level: int) -> No
         out.append("true")
     elif value is False:
         out.append("false")
-    elif isinstance(value, (int, float)):
+    elif isinstance(value, int):
+        out.append(repr(value))
+    elif isinstance(value, float):
+        if not -1.8e308 < value < 1.8e308:  # NaN, inf and -inf are not JSON
+            raise ValueError(f"{value} cannot be written as JSON")
         out.append(repr(value))
     elif isinstance(value, (list, tuple, dict)):
         items = list(value.items()) if isinstance(value, dict) else list(value)

@@ -46,6 +46,15 @@ def read_state(stream: object) -> State:
     return parse_state(raw)
 
 
+def encodable(path: str) -> bool:
+    """Can `path` name a file? (JSON may carry lone surrogates, which no file name has.)"""
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _type_name(value: object) -> str:
     return {str: "a string", int: "an integer", bool: "a boolean", list: "an array",
             dict: "an object", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
@@ -77,7 +86,7 @@ def parse_state(raw: bytes | str) -> State:
         raise InputError('state: "bundle" is missing (expected the bundle directory\'s path)')
     if not isinstance(bundle, str) or not bundle:
         raise InputError(f'state: "bundle" must be a non-empty string, got {_type_name(bundle)}')
-    if "\0" in bundle or not os.path.isabs(bundle):
+    if "\0" in bundle or not os.path.isabs(bundle) or not encodable(bundle):
         raise InputError(f'state: "bundle" must be an absolute path, got {bundle[:200]!r}')
 
     status = obj.get("status", "")

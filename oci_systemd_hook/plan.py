@@ -180,9 +180,30 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
     flags = {"/run": ("nosuid", "nodev"), "/run/lock": ("nosuid", "nodev", "noexec"), "/tmp": ("nosuid", "nodev"),
              "/var/log/journal": ("nosuid", "nodev", "noexec")}
     ours: set[str] = set()
+
+    def foreign(path: str) -> str:
+        """The config.json mount (not a tmpfs, not ours) that `path` lies in, or "".
+
+        Such a mount is usually a host directory: creating a mount point in it would
+        write on the host, so nothing is mounted below it.
+        """
+        best = ""
+        for m in spec.mounts:
+            d = m.destination
+            if d not in ("/", path) and below(path, d) is not None and len(d) > len(best):
+                best = d
+        if not best or best in ours:
+            return ""
+        m = spec.mount_at(best)
+        return "" if m is None or m.type == "tmpfs" else best
+
     for target in TMPFS_TARGETS:
         if target in provided:
             plan.skipped.append((target, "config.json already mounts it"))
+            continue
+        if foreign(target):
+            plan.skipped.append((target, f"config.json mounts {foreign(target)} from elsewhere; "
+                                         "not creating a mount point in it"))
             continue
         data = [f"mode={modes[target]}"] + ([f"size={sizes[target]}"] if sizes[target] else [])
         subs = []
@@ -204,8 +225,9 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
     host_dir = os.path.join(plan.state_dir, "host")
     if "/run/host" in provided:
         plan.skipped.append(("/run/host", "config.json already mounts it"))
-    elif not writable_tmpfs("/run") and "/run" in provided:
-        plan.skipped.append(("/run/host", "config.json mounts /run from elsewhere; not creating a mount point in it"))
+    elif foreign("/run/host"):
+        plan.skipped.append(("/run/host", f"config.json mounts {foreign('/run/host')} from elsewhere; "
+                                          "not creating a mount point in it"))
     else:
         manager = spec.env_get("container") or "oci"
         plan.host_steps.append(HostStep("mkdir", host_dir, 0o755, label=label))
@@ -221,6 +243,8 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
     # 3. A valid machine id, without writing the image's /etc/machine-id.
     if "/etc/machine-id" in provided:
         plan.skipped.append(("/etc/machine-id", "config.json already mounts it"))
+    elif foreign("/etc/machine-id"):
+        plan.skipped.append(("/etc/machine-id", f"config.json mounts {foreign('/etc/machine-id')} from elsewhere"))
     else:
         mid_file = os.path.join(plan.state_dir, "machine-id")
         plan.host_steps.append(HostStep("write", mid_file, 0o444, mid + "\n", label=label))
@@ -239,7 +263,8 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         plan.skipped.append(("/var/log/journal/" + mid, "journal linking is off"))
     elif not facts.journal_root_exists:
         plan.skipped.append(("/var/log/journal/" + mid, f"the host has no {settings.journal_root}"))
-    elif "/var/log/journal" in provided and not writable_tmpfs("/var/log/journal"):
+    elif ("/var/log/journal" in provided and not writable_tmpfs("/var/log/journal")) or foreign(
+            "/var/log/journal/" + mid):
         plan.skipped.append(("/var/log/journal/" + mid, "config.json mounts /var/log/journal from elsewhere"))
     else:
         plan.journal_dir = os.path.join(settings.journal_root, mid)

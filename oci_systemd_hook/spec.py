@@ -6,7 +6,7 @@ import os
 
 from oci_systemd_hook import jsonlite
 from oci_systemd_hook.errors import InputError
-from oci_systemd_hook.ocistate import _type_name
+from oci_systemd_hook.ocistate import _type_name, encodable
 
 MAX_CONFIG_BYTES = 16 << 20
 
@@ -141,7 +141,9 @@ def parse_spec(obj: object, bundle: str) -> Spec:
     process = _field(obj, "process", dict, "", {})
     assert isinstance(process, dict)
     spec.args = _str_list(process.get("args", []), "process.args")
-    for entry in _str_list(process.get("env", []), "process.env"):
+    for n, entry in enumerate(_str_list(process.get("env", []), "process.env")):
+        if not encodable(entry):
+            raise InputError(f'config.json: "process.env[{n}]" is not valid UTF-8')
         key, sep, value = entry.partition("=")
         if sep:
             spec.env[key] = value
@@ -152,7 +154,7 @@ def parse_spec(obj: object, bundle: str) -> Spec:
     assert isinstance(root, dict)
     root_path = _field(root, "path", str, "root.", "")
     assert isinstance(root_path, str)
-    if not root_path or "\0" in root_path:
+    if not root_path or "\0" in root_path or not encodable(root_path):
         raise InputError('config.json: "root.path" must be a non-empty path')
     spec.root = os.path.normpath(os.path.join(bundle, root_path))
     spec.readonly = bool(_field(root, "readonly", bool, "root.", False))
@@ -162,7 +164,7 @@ def parse_spec(obj: object, bundle: str) -> Spec:
         if not isinstance(m, dict):
             raise InputError(f'config.json: "mounts[{n}]" must be an object')
         dest = m.get("destination")
-        if not isinstance(dest, str) or not dest:
+        if not isinstance(dest, str) or not dest or "\0" in dest or not encodable(dest):
             raise InputError(f'config.json: "mounts[{n}].destination" must be a non-empty string')
         mtype = _field(m, "type", str, f"mounts[{n}].", "")
         source = _field(m, "source", str, f"mounts[{n}].", "")
