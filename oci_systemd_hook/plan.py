@@ -194,8 +194,8 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
                 best = d
         if not best or best in ours:
             return ""
-        m = spec.mount_at(best)
-        return "" if m is None or m.type == "tmpfs" else best
+        holder = spec.mount_at(best)
+        return "" if holder is None or holder.type == "tmpfs" else best
 
     for target in TMPFS_TARGETS:
         if target in provided:
