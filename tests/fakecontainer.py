@@ -71,7 +71,8 @@ class FakeContainer:
 
     def __init__(self, tmp: Path, *, config: dict[str, object] | None = None, cgroup: str = "v1",
                  cgroupns: bool = False, runtime_mounts: list[tuple[str, str]] = (),  # type: ignore[assignment]
-                 rootfs_readonly: bool = False, build_rootfs: bool = True, mount_proc: bool = False) -> None:
+                 rootfs_readonly: bool = False, build_rootfs: bool = True, mount_proc: bool = False,
+                 propagation: str = "private") -> None:
         self.tmp = tmp
         self.name = "osh-test-" + uuid.uuid4().hex[:10]
         self.bundle = tmp / "bundle"
@@ -87,6 +88,7 @@ class FakeContainer:
         self.runtime_mounts = list(runtime_mounts)
         self.rootfs_readonly = rootfs_readonly
         self.mount_proc = mount_proc
+        self.propagation = propagation
         self.config: dict[str, object] = {
             "ociVersion": "1.0.2",
             "process": {"args": ["/sbin/init"], "env": ["PATH=/usr/bin:/bin", "container=oci"]},
@@ -115,7 +117,7 @@ class FakeContainer:
 
     def _setup_script(self) -> str:
         r = shlex.quote(str(self.rootfs))
-        lines = ["set -e", f"mount --bind {r} {r}"]
+        lines = ["set -e"] + ([f"mount --bind {r} {r}"] if self.propagation == "private" else [])
         if self.mount_proc:  # as runc does; only where the image has a real directory
             lines += [f"if [ -d {r}/proc ] && [ ! -L {r}/proc ]; then mount -t proc proc {r}/proc; fi"]
         if self.cgroup == "v1":
@@ -149,7 +151,7 @@ class FakeContainer:
             self.cgroup_dir = cgroup2_root() / self.name
         if self.cgroup_dir is not None:
             self.cgroup_dir.mkdir()
-        inner = ["unshare", "-m", "--propagation", "private"] + (["-C"] if self.cgroupns else [])
+        inner = ["unshare", "-m", "--propagation", self.propagation] + (["-C"] if self.cgroupns else [])
         inner += ["sh", "-c", self._setup_script()]
         enter = f"echo $$ > {shlex.quote(str(self.cgroup_dir))}/cgroup.procs; " if self.cgroup_dir else ""
         cmd = ["sh", "-c", enter + "exec " + " ".join(shlex.quote(a) for a in inner)]

@@ -212,3 +212,46 @@ def test_wrapper_script_forced_on_by_annotation(tmp_path: Path) -> None:
     with FakeContainer(tmp_path, config=config) as c:
         assert c.run_hook().returncode == 0
         assert c.mount_at("/run") is not None
+
+
+def test_tmp_is_half_the_memory_limit(tmp_path: Path) -> None:
+    """cgroup v1 memory.limit_in_bytes below RAM: /tmp gets half of it."""
+    own = Path("/proc/self/cgroup").read_text().split("\n")
+    memory_path = next(line.split(":", 2)[2] for line in own if line.split(":")[1:2] == ["memory"])
+    with FakeContainer(tmp_path) as c:
+        group = Path("/sys/fs/cgroup/memory") / memory_path.lstrip("/") / c.name
+        group.mkdir()
+        try:
+            (group / "memory.limit_in_bytes").write_text(str(256 << 20))
+            (group / "cgroup.procs").write_text(str(c.pid))
+            res = c.run_hook()
+            assert res.returncode == 0, res.stderr
+            assert "size=131072k" in opts(c.mount_at("/tmp"))
+        finally:
+            c.stop()
+            group.rmdir()
+
+
+def test_poststop_unmounts_what_propagated_to_the_host(tmp_path: Path) -> None:
+    """With a shared rootfs (rootfsPropagation: shared), the hook's mounts reach the host too;
+    poststop must take them away again."""
+    import subprocess
+
+    before = host_mount_table()
+    c = FakeContainer(tmp_path, propagation="unchanged")
+    rootfs = str(c.rootfs)
+    subprocess.run(["mount", "--bind", rootfs, rootfs], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", rootfs], check=True)
+        with c:
+            runtimes = [m for m in host_mount_table() if m[0].startswith(rootfs + "/")]  # the fake runtime's
+            res = c.run_hook()
+            assert res.returncode == 0, res.stderr
+            leaked = [m for m in host_mount_table() if m[0].startswith(rootfs + "/")]
+            assert any(m[0] == rootfs + "/run" for m in leaked), "the test needs mounts that propagated"
+            res = c.poststop()
+            assert res.returncode == 0, res.stderr
+            assert [m for m in host_mount_table() if m[0].startswith(rootfs + "/")] == runtimes
+    finally:
+        subprocess.run(["umount", "-R", rootfs], check=False)
+    assert host_mount_table() == before
