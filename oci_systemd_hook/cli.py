@@ -47,7 +47,7 @@ def _knob_help() -> str:
     for name, (kind, text) in KNOBS.items():
         arg = "" if kind == "bool" else " " + kind.upper()
         env = "OCI_SYSTEMD_HOOK_" + name.replace("-", "_").upper()
-        lines.append(f"  --{name}{arg:<14} {text} (env {env})")
+        lines.append(f"  {'--' + name + arg:<20} {text} (env {env})")
     return "\n".join(lines)
 
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str], log: Log) -> int:
     if argv and argv[0] in TOOLS:
-        from oci_systemd_hook import tools  # type: ignore[attr-defined]
+        from oci_systemd_hook import tools
 
         return int(tools.main(argv, log))
     args = parse_args(argv)

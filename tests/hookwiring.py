@@ -5,20 +5,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from oci_systemd_hook.tools import launcher_text
 from tests.fakecontainer import REPO
 
 
 def write_launcher(directory: Path) -> Path:
-    """An executable that runs this checkout's hook with an isolated interpreter."""
+    """The launcher `oci-systemd-hook install` writes, running this checkout's package."""
     directory.mkdir(parents=True, exist_ok=True)
     launcher = directory / "oci-systemd-hook"
-    launcher.write_text(
-        f"#!{sys.executable} -IS\n"  # no site: the launcher names the package directory itself\n
-        "import sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from oci_systemd_hook.cli import main\n"
-        "sys.exit(main())\n"
-    )
+    launcher.write_text(launcher_text(sys.executable, str(REPO)))
     launcher.chmod(0o755)
     return launcher
 

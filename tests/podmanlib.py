@@ -14,6 +14,7 @@ import json
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests import realboot
-from tests.hookwiring import write_launcher
+from tests.fakecontainer import REPO
 
 IMAGE = "localhost/osh-debian:12"
 RUN_ROOT = Path("/run/oci-systemd-hook-test/podman")
@@ -79,12 +80,18 @@ def ensure_image() -> None:
 
 def write_hooks_dir(directory: Path, state_dir: Path, journal_root: Path, *extra: str,
                     record: Path | None = None) -> Path:
-    """A hooks.d directory (oci-hooks 1.0.0) running this checkout's hook the way a package
-    would install it: no stage word (podman passes none, and an empty environment).
+    """A hooks.d directory made by `oci-systemd-hook install --prefix DIR` (the launcher and
+    the oci-hooks 1.0.0 JSON a package ships), with the test's state and journal directories
+    added to the hook's args. No stage word: podman passes none, and an empty environment.
 
     With `record`, a second hook (sorted first) appends every OCI state podman or the
     runtime sends, one JSON per line, to that file: proof of what the hook was given."""
-    launcher = write_launcher(directory / "bin")
+    prefix = directory / "prefix"
+    subprocess.run([sys.executable, "-m", "oci_systemd_hook", "install", f"--prefix={prefix}"], check=True,
+                   capture_output=True, cwd=REPO)
+    installed = json.loads((prefix / "share/containers/oci/hooks.d/oci-systemd-hook.json").read_text())
+    launcher = Path(installed["hook"]["path"])
+    assert launcher == prefix / "libexec/oci/hooks.d/oci-systemd-hook" and launcher.is_file()
     hooks_dir = directory / "hooks.d"
     hooks_dir.mkdir(parents=True, exist_ok=True)
     if record is not None:
@@ -94,13 +101,11 @@ def write_hooks_dir(directory: Path, state_dir: Path, journal_root: Path, *extra
             "when": {"commands": ["(^|/)(init|systemd)$"]},
             "stages": ["prestart", "poststop"],
         }))
-    (hooks_dir / "oci-systemd-hook.json").write_text(json.dumps({
-        "version": "1.0.0",
-        "hook": {"path": str(launcher),
-                 "args": ["oci-systemd-hook", f"--state-dir={state_dir}", f"--journal-root={journal_root}", *extra]},
-        "when": {"commands": ["(^|/)(init|systemd)$"]},
-        "stages": ["prestart", "poststop"],
-    }, indent=2))
+    installed["hook"]["args"] += [f"--state-dir={state_dir}", f"--journal-root={journal_root}", *extra]
+    path = hooks_dir / "oci-systemd-hook.json"
+    path.write_text(json.dumps(installed, indent=2))
+    subprocess.run([sys.executable, "-m", "oci_systemd_hook", "validate", str(path)], check=True,
+                   capture_output=True, cwd=REPO)
     return hooks_dir
 
 

@@ -1,0 +1,394 @@
+"""The packaging and image tools: `install`, `uninstall`, `validate` and `check`.
+
+These run by hand or from a package's build, never on a container start, so
+they may use argparse and json. `install` writes the files a container engine
+needs to find the hook (a launcher, an oci-hooks(5) JSON file, the man page) and
+a manifest of exactly what it wrote, which `uninstall` reads to remove exactly
+that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import re
+import sys
+import tempfile
+from typing import NoReturn
+
+from oci_systemd_hook.errors import EXIT_OK, HookError, InputError
+from oci_systemd_hook.log import Log
+
+PROG = "oci-systemd-hook"
+LAUNCHER = "libexec/oci/hooks.d/oci-systemd-hook"
+HOOK_JSON = "share/containers/oci/hooks.d/oci-systemd-hook.json"
+MAN_PAGE = "share/man/man1/oci-systemd-hook.1"
+MANIFEST = "share/oci-systemd-hook/installed-files"
+SCHEMA_FILE = "oci-hooks.schema.json"
+#: The conditions under which a container engine runs the hook: a command named init or systemd.
+COMMANDS_REGEX = "(^|/)(init|systemd)$"
+HOOKS_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
+MAX_HOOK_FILE = 1 << 20
+#: Python-only regex syntax that Go's RE2 (podman, CRI-O) rejects: lookarounds, backreferences.
+_NOT_RE2 = re.compile(r"\(\?(?:=|!|<=|<!)|(?<!\\)\\[1-9]")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as InputError (one line, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Install the hook, validate hooks.d files, check images.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{install,uninstall,validate,check}")
+    inst = sub.add_parser("install", help="install the launcher, the hooks.d JSON file and the man page",
+                          description="Write PREFIX/libexec/oci/hooks.d/oci-systemd-hook (a launcher that runs "
+                          "this package with `python -IS`), PREFIX/share/containers/oci/hooks.d/"
+                          "oci-systemd-hook.json, the man page, and a manifest of those files for uninstall. "
+                          "Safe to run again.")
+    inst.add_argument("--destdir", default="", help="stage the files under this directory (for packaging)")
+    inst.add_argument("--prefix", default="/usr", help="installation prefix (default /usr)")
+    inst.add_argument("--python", default=sys.executable,
+                      help="interpreter for the launcher (default: this one, %(default)s)")
+    uninst = sub.add_parser("uninstall", help="remove exactly what install wrote",
+                            description="Remove the files listed in PREFIX/share/oci-systemd-hook/installed-files, "
+                            "the manifest, and the directories install created if they are now empty.")
+    uninst.add_argument("--destdir", default="", help="the --destdir given to install")
+    uninst.add_argument("--prefix", default="/usr", help="the --prefix given to install (default /usr)")
+    val = sub.add_parser("validate", help="validate an oci-hooks(5) JSON file",
+                         description="Validate a hooks.d JSON file against the oci-hooks 1.0.0 schema shipped "
+                         "with this package, and check that its regular expressions compile. "
+                         "Exit 0 if valid, 2 if not.")
+    val.add_argument("file", metavar="FILE")
+    chk = sub.add_parser("check", help="can this image boot systemd in a container?",
+                         description="Check an image root for what systemd needs to boot as PID 1 in a container. "
+                         "Exit 0: no problem (ok or info only); 1: warnings (boots, something fails); "
+                         "2: errors (cannot boot).")
+    chk.add_argument("rootfs", metavar="ROOTFS")
+    chk.add_argument("--json", action="store_true", help="print the findings as a JSON object")
+    return parser
+
+
+def main(argv: list[str], log: Log) -> int:
+    """Run one tool; `argv` starts with the subcommand word."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    if args.command == "install":
+        return install(args.destdir, args.prefix, args.python, log)
+    if args.command == "uninstall":
+        return uninstall(args.destdir, args.prefix, log)
+    if args.command == "validate":
+        validate(args.file)
+        print(f"{args.file}: valid oci-hooks 1.0.0")
+        return EXIT_OK
+    from oci_systemd_hook.check import run
+
+    return run(args.rootfs, args.json)
+
+
+# --- install / uninstall -------------------------------------------------------------------
+
+
+def package_parent() -> str:
+    """The directory that holds the oci_systemd_hook package (what the launcher puts on sys.path)."""
+    import oci_systemd_hook
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(oci_systemd_hook.__file__)))
+
+
+def launcher_text(python: str, package_dir: str) -> str:
+    # -I: no environment variables, no user site, no script directory on sys.path.
+    # -S: no `site` import, which costs 3x the interpreter start; the hook needs only the stdlib.
+    return (f"#!{python} -IS\n"
+            "# oci-systemd-hook launcher, written by `oci-systemd-hook install`.\n"
+            "import sys\n"
+            f"sys.path.append({package_dir!r})\n"
+            "from oci_systemd_hook.cli import main\n"
+            "sys.exit(main())\n")
+
+
+def hook_config(launcher: str) -> dict[str, object]:
+    return {"version": "1.0.0",
+            "hook": {"path": launcher, "args": [PROG]},
+            "when": {"commands": [COMMANDS_REGEX]},
+            "stages": ["prestart", "poststop"]}
+
+
+def hook_json(launcher: str) -> str:
+    return json.dumps(hook_config(launcher), indent=2) + "\n"
+
+
+def man_source() -> str | None:
+    """The built man page shipped next to the package (a source checkout), if there is one."""
+    candidates = (os.path.join(package_parent(), "man", "oci-systemd-hook.1"),  # a checkout
+                  os.path.join(os.path.dirname(os.path.abspath(__file__)), "oci-systemd-hook.1"),
+                  os.path.join(sys.prefix, MAN_PAGE))  # pip's data_files
+    return next((c for c in candidates if os.path.isfile(c)), None)
+
+
+def _check_prefix(prefix: str) -> str:
+    if not prefix.startswith("/") or "\0" in prefix:
+        raise InputError(f"--prefix must be an absolute path, got {prefix[:80]!r}")
+    return os.path.normpath(prefix)
+
+
+def _staged(destdir: str, path: str) -> str:
+    """`path` (an installed path) under destdir."""
+    return os.path.join(os.path.abspath(destdir), path.lstrip("/")) if destdir else path
+
+
+def _makedirs(destdir: str, directory: str, created: list[str]) -> None:
+    """Create the installed directory `directory` under destdir; record each one created."""
+    if os.path.isdir(_staged(destdir, directory)):
+        return
+    parent = os.path.dirname(directory)
+    if parent != directory:
+        _makedirs(destdir, parent, created)
+    try:
+        os.mkdir(_staged(destdir, directory), 0o755)
+    except FileExistsError:
+        if not os.path.isdir(_staged(destdir, directory)):
+            raise InputError(f"cannot install into {_staged(destdir, directory)}: it is not a directory") from None
+        return
+    created.append(directory)
+
+
+def _write_atomic(target: str, data: bytes, mode: int) -> bool:
+    """Replace `target` with `data` through a temporary file and rename; False if it was identical."""
+    try:
+        st = os.lstat(target)
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise InputError(f"cannot install {target}: a directory is in the way")
+        if (st.st_mode & 0o7777) == mode and os.path.isfile(target) and not os.path.islink(target):
+            with open(target, "rb") as f:
+                if f.read(len(data) + 1) == data:
+                    return False
+    except FileNotFoundError:
+        pass
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return True
+
+
+def read_manifest(path: str) -> tuple[list[str], list[str]]:
+    """(files, directories) listed in an install manifest."""
+    files: list[str] = []
+    dirs: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for number, raw in enumerate(f, 1):
+            line = raw.rstrip("\n")
+            if not line or line.startswith("#"):
+                continue
+            kind, _, item = line.partition(" ")
+            if kind not in ("file", "dir") or not item.startswith("/") or os.path.normpath(item) != item:
+                raise InputError(f"{path}:{number}: not a manifest line: {line[:80]!r}")
+            (files if kind == "file" else dirs).append(item)
+    return files, dirs
+
+
+def _manifest_text(files: list[str], dirs: list[str]) -> str:
+    lines = ["# Written by `oci-systemd-hook install`; `oci-systemd-hook uninstall` removes these files,",
+             "# this manifest, and the directories that install created once they are empty.",
+             "# Paths are as installed (without --destdir)."]
+    lines += [f"dir {d}" for d in sorted(set(dirs))]
+    lines += [f"file {f}" for f in sorted(set(files))]
+    return "\n".join(lines) + "\n"
+
+
+def install(destdir: str, prefix: str, python: str, log: Log) -> int:
+    prefix = _check_prefix(prefix)
+    if not python.startswith("/") or any(c.isspace() for c in python) or len(python) > 200:
+        raise InputError(f"--python must be an absolute path without spaces, got {python[:80]!r}")
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise InputError(f"--python {python}: not an executable file")
+    package_dir = package_parent()
+    launcher = os.path.join(prefix, LAUNCHER)
+    manifest = os.path.join(prefix, MANIFEST)
+    items: list[tuple[str, bytes, int]] = [
+        (launcher, launcher_text(python, package_dir).encode(), 0o755),
+        (os.path.join(prefix, HOOK_JSON), hook_json(launcher).encode(), 0o644),
+    ]
+    man = man_source()
+    if man is not None:
+        with open(man, "rb") as f:
+            items.append((os.path.join(prefix, MAN_PAGE), f.read(), 0o644))
+    else:
+        print("skipped the man page: no built man/oci-systemd-hook.1 next to the package")
+
+    old_files: list[str] = []
+    old_dirs: list[str] = []
+    if os.path.isfile(_staged(destdir, manifest)):
+        old_files, old_dirs = read_manifest(_staged(destdir, manifest))
+    created: list[str] = []
+    if destdir:
+        os.makedirs(os.path.abspath(destdir), exist_ok=True)
+    try:
+        for path, data, mode in items:
+            _makedirs(destdir, os.path.dirname(path), created)
+            changed = _write_atomic(_staged(destdir, path), data, mode)
+            print(f"{'installed' if changed else 'unchanged'} {_staged(destdir, path)}")
+        _makedirs(destdir, os.path.dirname(manifest), created)
+        files = [p for p, _, _ in items] + [p for p in old_files if os.path.lexists(_staged(destdir, p))]
+        dirs = created + [d for d in old_dirs if os.path.isdir(_staged(destdir, d))]
+        _write_atomic(_staged(destdir, manifest), _manifest_text(files, dirs).encode(), 0o644)
+    except OSError as exc:
+        raise HookError(f"install failed: {exc.filename or ''}: {exc.strerror}") from None
+    print(f"wrote the list of installed files to {_staged(destdir, manifest)}")
+    if os.path.dirname(os.path.join(prefix, HOOK_JSON)) not in HOOKS_DIRS:
+        print(f"note: podman and CRI-O read hooks from {' and '.join(HOOKS_DIRS)}; use "
+              f"--hooks-dir {os.path.dirname(os.path.join(prefix, HOOK_JSON))} or copy the JSON file there")
+    log.debug(f"installed under prefix {prefix} (destdir {destdir or 'none'})")
+    return EXIT_OK
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def uninstall(destdir: str, prefix: str, log: Log) -> int:
+    prefix = _check_prefix(prefix)
+    manifest = os.path.join(prefix, MANIFEST)
+    staged_manifest = _staged(destdir, manifest)
+    if not os.path.isfile(staged_manifest):
+        print(f"nothing to uninstall: no {staged_manifest}")
+        return EXIT_OK
+    files, dirs = read_manifest(staged_manifest)
+    # Files are below the prefix; a directory may also be one of its parents, made for a fresh --destdir.
+    for path in files + [d for d in dirs if not _under(prefix, d)]:
+        if not _under(path, prefix):
+            raise InputError(f"{staged_manifest}: {path} is outside the prefix {prefix}; refusing to remove it")
+    for path in sorted(set(files)):
+        staged = _staged(destdir, path)
+        if os.path.isdir(staged) and not os.path.islink(staged):
+            print(f"kept {staged}: it is a directory now")
+            continue
+        try:
+            os.unlink(staged)
+            print(f"removed {staged}")
+        except FileNotFoundError:
+            print(f"already gone {staged}")
+    os.unlink(staged_manifest)
+    print(f"removed {staged_manifest}")
+    for path in sorted(set(dirs), key=lambda d: (-d.count("/"), d)):
+        staged = _staged(destdir, path)
+        try:
+            os.rmdir(staged)
+            print(f"removed directory {staged}")
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise HookError(f"cannot remove {staged}: {exc.strerror}") from None
+    log.debug(f"uninstalled from prefix {prefix}")
+    return EXIT_OK
+
+
+# --- validate ------------------------------------------------------------------------------
+
+
+def schema() -> dict[str, object]:
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), SCHEMA_FILE)
+    with open(path, encoding="utf-8") as f:
+        loaded: dict[str, object] = json.load(f)
+    return loaded
+
+
+def _import_jsonschema() -> object:
+    try:
+        import jsonschema
+    except ImportError:
+        if not sys.flags.no_site:
+            raise InputError("validate needs the jsonschema module (pip install jsonschema)") from None
+        import site  # the -S launcher: add site-packages now, only for this tool
+
+        site.main()
+        try:
+            import jsonschema
+        except ImportError:
+            raise InputError("validate needs the jsonschema module (pip install jsonschema)") from None
+    return jsonschema
+
+
+def field_path(parts: object) -> str:
+    """`hook.args[1]` from a jsonschema error path."""
+    text = ""
+    for part in parts:  # type: ignore[attr-defined]
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe(error: object) -> str:
+    """One line for a jsonschema ValidationError: the field path, then what is wrong."""
+    validator: str = error.validator  # type: ignore[attr-defined]
+    path = list(error.absolute_path)  # type: ignore[attr-defined]
+    instance = error.instance  # type: ignore[attr-defined]
+    sub: dict[str, object] = error.schema if isinstance(error.schema, dict) else {}  # type: ignore[attr-defined]
+    messages = sub.get("x-messages")
+    shown = json.dumps(instance)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    if isinstance(messages, dict) and validator in messages:
+        return f"{field_path(path)}: {shown} {messages[validator]}"
+    if validator == "required":
+        missing = re.match(r"'([^']*)' is a required property", error.message)  # type: ignore[attr-defined]
+        name = missing.group(1) if missing else "?"
+        return f"{field_path([*path, name])}: {name!r} is a required property"
+    if validator == "additionalProperties":
+        return f"{field_path(path)}: {error.message}"  # type: ignore[attr-defined]
+    return f"{field_path(path)}: {error.message}"  # type: ignore[attr-defined]
+
+
+def validate(path: str) -> None:
+    """Raise InputError naming the first bad field if `path` is not a valid oci-hooks 1.0.0 file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_HOOK_FILE + 1)
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from None
+    if len(raw) > MAX_HOOK_FILE:
+        raise InputError(f"{path}: larger than {MAX_HOOK_FILE} bytes; not a hook file")
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    jsonschema = _import_jsonschema()
+    validator_class = jsonschema.validators.validator_for(schema())  # type: ignore[attr-defined]
+    errors = list(validator_class(schema()).iter_errors(document))
+    if errors:
+        # The shallowest error first: it names what is wrong at the level the user wrote it.
+        first = min(errors, key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path],
+                                           e.validator != "required"))
+        raise InputError(f"{path}: {_describe(first)}")
+    when = document["when"]
+    for i, regex in enumerate(when.get("commands", [])):
+        _compile(path, f"when.commands[{i}]", regex)
+    for key, regex in when.get("annotations", {}).items():
+        _compile(path, f"when.annotations[{json.dumps(key)}] (key)", key)
+        _compile(path, f"when.annotations[{json.dumps(key)}]", regex)
+
+
+def _compile(path: str, field: str, regex: str) -> None:
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise InputError(f"{path}: {field}: {json.dumps(regex)} is not a valid regular expression: {exc}") from None
+    if _NOT_RE2.search(regex):
+        raise InputError(f"{path}: {field}: {json.dumps(regex)} uses a lookaround or a backreference, which the "
+                         "Go regexp syntax of podman and CRI-O does not support")
