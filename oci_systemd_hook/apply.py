@@ -220,13 +220,31 @@ def _mount_bind(root: Root, step: MountStep, src: int, attached: list[int], moun
 def _mask_unit(root: Root, step: MountStep, log: Log) -> None:
     """Create the symlink step.target -> step.source in a tmpfs (ours or the runtime's)."""
     parent, name = os.path.split(step.target)
+    # Directories this step creates belong to the container's root, like the tmpfs they are in:
+    # with a user namespace, systemd must still be able to write /run/systemd.
+    owner = dict(d.split("=", 1) for d in step.data if d.startswith(("uid=", "gid=")))
+    missing = []
+    p = parent
+    while p != "/" and not root.exists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
     dfd = root.open_dir(parent, create=True)
     try:
+        if owner:
+            for p in reversed(missing):
+                fd = root.resolve(p, os.O_RDONLY | os.O_DIRECTORY, linux.RESOLVE_NO_SYMLINKS)
+                try:
+                    os.fchown(fd, int(owner["uid"]), int(owner["gid"]))
+                finally:
+                    os.close(fd)
         _fault("symlink")
         try:
             os.symlink(step.source, name, dir_fd=dfd)
         except FileExistsError:
             pass  # the image or an earlier run already decided about this unit
+        else:
+            if owner:
+                os.chown(name, int(owner["uid"]), int(owner["gid"]), dir_fd=dfd, follow_symlinks=False)
         log.debug(f"masked {step.target}")
     finally:
         os.close(dfd)

@@ -23,6 +23,7 @@ CGROUP_DELEGATE_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_contr
                          "notify_on_release", "cgroup.clone_children")
 SYSTEMD_V1 = "name=systemd"
 MASK_DIR = "/run/systemd/system"
+VAR_LIB_SYSTEMD = "/var/lib/systemd"
 
 
 class MountStep:
@@ -214,6 +215,19 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
                                      reason="systemd needs it writable and empty", submounts=subs))
         ours.add(target)
 
+    # 1b. A read-only root: units with StateDirectory= below /var/lib/systemd (systemd-logind's
+    # systemd/linger, missing in a fresh image) fail with 238/STATE_DIRECTORY when systemd cannot
+    # create it. Give systemd a volatile /var/lib/systemd, as for /run; the image stays untouched.
+    if spec.readonly:
+        if VAR_LIB_SYSTEMD in provided:
+            plan.skipped.append((VAR_LIB_SYSTEMD, "config.json already mounts it"))
+        else:
+            data = ["mode=755", f"size={settings.run_size}"]
+            plan.mounts.append(MountStep("tmpfs", VAR_LIB_SYSTEMD, "tmpfs", data + owner_data + label_data,
+                                         ("nosuid", "nodev", "noexec"),
+                                         reason="read-only root: systemd's StateDirectory= paths must be creatable"))
+            ours.add(VAR_LIB_SYSTEMD)
+
     def writable_tmpfs(path: str) -> bool:
         """May we create a mount point below `path`: is it a tmpfs of ours or of the runtime's?"""
         if path in ours:
@@ -255,7 +269,7 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         # for this boot only, as `systemctl mask --runtime` does, in the /run we just made.
         if writable_tmpfs("/run"):
             plan.mounts.append(MountStep("mask", MASK_DIR + "/systemd-machine-id-commit.service", "/dev/null",
-                                         flags=(), node="symlink",
+                                         data=owner_data, flags=(), node="symlink",
                                          reason="the machine id is the container's: never commit it to the image"))
 
     # 4. The journal, linked to the host like systemd-nspawn --link-journal=host.

@@ -358,7 +358,8 @@ def test_user_namespace() -> None:
              "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]}
     plan = plan_for(make_spec(linux=linux))
     own = "/sys/fs/cgroup/systemd" + V1_PATH
-    assert mounts_of(plan) == tmpfs_mounts(extra=["uid=100000", "gid=100000"]) + interface_mounts() + [
+    iface = [(*MASK[:3], ["uid=100000", "gid=100000"], ()) if m == MASK else m for m in interface_mounts()]
+    assert mounts_of(plan) == tmpfs_mounts(extra=["uid=100000", "gid=100000"]) + iface + [
         ("bind", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/systemd", [], RO), ("bind", own, own, [], NOEXEC)]
     chown = ("chown-cgroup", own, 0o755, "", 100000, 100000, "", "")
     assert host_of(plan) == [*default_host_steps(uid=100000), chown]
@@ -508,3 +509,19 @@ def test_as_dict_round_trips_through_jsonlite() -> None:
     host = d["host"]
     assert isinstance(host, list) and host[0] == {"kind": "mkdir", "path": STATE, "mode": "0o755", "content": "",
                                                   "uid": None, "gid": None, "label": LABEL, "source": ""}
+
+
+def test_read_only_root_gets_a_volatile_var_lib_systemd() -> None:
+    """systemd-logind's StateDirectory=systemd/linger cannot be created on a read-only root."""
+    plan = plan_for(make_spec(root={"path": "rootfs", "readonly": True}))
+    mounts = mounts_of(plan)
+    assert ("tmpfs", "/var/lib/systemd", "tmpfs", ["mode=755", "size=64m"], NOEXEC) in mounts
+    assert mounts.index(("tmpfs", "/var/lib/systemd", "tmpfs", ["mode=755", "size=64m"], NOEXEC)) == 4
+    assert "/var/lib/systemd" not in [m.target for m in plan_for().mounts], "only for read-only roots"
+
+
+def test_read_only_root_leaves_a_provided_var_lib_systemd_alone() -> None:
+    mounts = [{"destination": "/var/lib/systemd", "type": "bind", "source": "/srv/state"}]
+    plan = plan_for(make_spec(root={"path": "rootfs", "readonly": True}, mounts=mounts))
+    assert "/var/lib/systemd" not in [m.target for m in plan.mounts]
+    assert ("/var/lib/systemd", "config.json already mounts it") in plan.skipped
