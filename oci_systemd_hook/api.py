@@ -85,14 +85,40 @@ def prestart(state: State, settings: Settings | None = None, log: Log | None = N
     plan = plan_for(state, settings, log, need_pid=True)
     if plan is None:
         return None
+    assert state.pid is not None
+    if _already_prepared(plan, state.pid):
+        log.info("already prepared by an earlier run of the hook (wired in twice?): nothing to do")
+        return plan
     from oci_systemd_hook.apply import prestart as apply_prestart
 
     for line in plan.render().splitlines():
         log.debug("plan: " + line)
-    assert state.pid is not None
     apply_prestart(plan, state.pid, log)
     log.info(f"prepared for systemd: machine-id {plan.machine_id}, {len(plan.mounts)} mounts")
     return plan
+
+
+def _already_prepared(plan: Plan, pid: int) -> bool:
+    """Did a run of the hook with the same state directory already prepare this container?
+
+    (A hook wired in at both prestart and createRuntime, or in config.json and hooks.d.)
+    """
+    from oci_systemd_hook.hoststate import read_record
+
+    record = read_record(plan.state_dir)
+    if record is None or record.get("rootfs") != plan.rootfs:
+        return False
+    mounted = record.get("mounted")
+    if not isinstance(mounted, list) or not mounted:
+        return False
+    from oci_systemd_hook.hostfacts import parse_mountinfo
+
+    try:
+        with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            live = {m.mountpoint for m in parse_mountinfo(f.read())}
+    except OSError:
+        return False
+    return all(path in live for path in mounted if isinstance(path, str))
 
 
 def cleanup(container_id: str, bundle: str = "", annotations: dict[str, str] | None = None,

@@ -63,7 +63,7 @@ def machine_id_for(cid: str, container_uuid: str | None = None) -> str:
         return lowered[:32]
     import _sha256  # builtin; hashlib would load OpenSSL
 
-    digest: str = _sha256.sha256(cid.encode("utf-8")).hexdigest()[:32]
+    digest: str = _sha256.sha256(cid.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     # Make it look like a random (v4) UUID, as systemd's own generated ids do.
     digest = digest[:12] + "4" + digest[13:16] + "89ab"[int(digest[16], 16) & 3] + digest[17:]
     return digest

@@ -55,6 +55,17 @@ def loads(data: str | bytes) -> object:
         raise ValueError(what) from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    except SystemError:
+        # _json reports most syntax errors by raising json.decoder.JSONDecodeError, which it
+        # only looks up in sys.modules: while nobody imported it (the hook never does), it
+        # fails with SystemError instead. Import it on this error path only, and retry.
+        import sys
+
+        if "json.decoder" in sys.modules:
+            raise
+        import json.decoder  # noqa: F401
+
+        return loads(data)
     end = _skip_ws(text, end)
     if end != len(text):
         raise ValueError(f"extra data after the JSON value at char {end}")

@@ -93,7 +93,9 @@ def parse_state(raw: bytes | str) -> State:
     if not isinstance(status, str):
         raise InputError(f'state: "status" must be a string, got {_type_name(status)}')
 
-    annotations = obj.get("annotations") or {}
+    annotations = obj.get("annotations")
+    if annotations is None:
+        annotations = {}
     if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
         raise InputError('state: "annotations" must be an object of strings')
 

@@ -255,3 +255,15 @@ def test_poststop_unmounts_what_propagated_to_the_host(tmp_path: Path) -> None:
     finally:
         subprocess.run(["umount", "-R", rootfs], check=False)
     assert host_mount_table() == before
+
+
+def test_hook_wired_in_twice_prepares_once(tmp_path: Path) -> None:
+    """prestart and createRuntime both configured (or config.json and hooks.d): the second
+    run sees the first one's work and adds nothing."""
+    with FakeContainer(tmp_path) as c:
+        assert c.run_hook("prestart").returncode == 0
+        first = sorted((m.mountpoint, m.fstype) for m in c.mounts())
+        res = c.run_hook("createRuntime")
+        assert res.returncode == 0, res.stderr
+        assert sorted((m.mountpoint, m.fstype) for m in c.mounts()) == first
+        assert c.poststop().returncode == 0
