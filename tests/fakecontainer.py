@@ -49,6 +49,41 @@ def host_mount_table() -> list[tuple[str, str, str, str]]:
                   for m in parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
 
 
+#: A user namespace mapping container root to host 100000, for config.json.
+USERNS: dict[str, object] = {"linux": {"namespaces": [{"type": "mount"}, {"type": "user"}],
+                                       "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+                                       "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]}}
+
+#: Where a hook gone wrong would mount, in either namespace: its targets resolved outside the
+#: rootfs, or its default host directories. Mount tables compared through `relevant` ignore
+#: unrelated host activity (other containers, image stores) and keep everything below the
+#: test's own tmp directory (bundle, rootfs, state, journal).
+HOOK_EXACT = ("/", "/run", "/run/lock", "/tmp", "/etc", "/etc/machine-id", "/var", "/var/log", "/sys", "/sys/fs")
+HOOK_TREES = ("/run/host", "/run/oci-systemd-hook", "/var/log/journal", "/sys/fs/cgroup")
+Tables = tuple[list[tuple[str, str, str, str, str]], list[tuple[str, str, str, str]]]
+
+
+def relevant(mountpoint: str, tmp: Path) -> bool:
+    if mountpoint in HOOK_EXACT:
+        return True
+    return any(mountpoint == t or mountpoint.startswith(t + "/") for t in (*HOOK_TREES, str(tmp)))
+
+
+def host_table(tmp: Path) -> list[tuple[str, str, str, str]]:
+    """The host's mount table where the hook could do harm, comparable before and after."""
+    return [m for m in host_mount_table() if relevant(m[0], tmp)]
+
+
+def container_table(c: FakeContainer) -> list[tuple[str, str, str, str, str]]:
+    """The fake container's mount table where the hook could do harm."""
+    return [(m.mountpoint, m.fstype, m.root, m.options, m.super_options) for m in c.mounts()
+            if relevant(m.mountpoint, c.tmp)]
+
+
+def tables(c: FakeContainer) -> Tables:
+    return container_table(c), host_table(c.tmp)
+
+
 def tree_snapshot(path: Path) -> dict[str, tuple[int, int, int, int, bytes]]:
     """Every entry below path with type, mode, owner, size and (for files/links) content."""
     snap: dict[str, tuple[int, int, int, int, bytes]] = {}

@@ -32,43 +32,11 @@ from pathlib import Path
 import pytest
 
 from oci_systemd_hook.ids import machine_id_for, short_id
-from tests.fakecontainer import FakeContainer, host_mount_table, needs_root
+from tests.fakecontainer import FakeContainer, Tables, container_table, host_table, needs_root, tables
 
 pytestmark = [needs_root, pytest.mark.root]
 
 QUIET = {"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": ""}
-Tables = tuple[list[tuple[str, str, str, str, str]], list[tuple[str, str, str, str]]]
-
-
-# --- what every case checks ------------------------------------------------------------------------
-
-#: Where a hook gone wrong would mount, in either namespace: its targets resolved outside the
-#: rootfs, or its default host directories. Other developers run podman and experiments on this
-#: host at the same time, so mounts elsewhere (/var/cache/..., /tmp/<theirs>) come and go and are
-#: not compared; everything below the test's own tmp directory (bundle, rootfs, state, journal) is.
-HOOK_EXACT = ("/", "/run", "/run/lock", "/tmp", "/etc", "/etc/machine-id", "/var", "/var/log", "/sys", "/sys/fs")
-HOOK_TREES = ("/run/host", "/run/oci-systemd-hook", "/var/log/journal", "/sys/fs/cgroup")
-
-
-def relevant(mountpoint: str, tmp: Path) -> bool:
-    if mountpoint in HOOK_EXACT:
-        return True
-    return any(mountpoint == t or mountpoint.startswith(t + "/") for t in (*HOOK_TREES, str(tmp)))
-
-
-def container_table(c: FakeContainer) -> list[tuple[str, str, str, str, str]]:
-    return [(m.mountpoint, m.fstype, m.root, m.options, m.super_options) for m in c.mounts()
-            if relevant(m.mountpoint, c.tmp)]
-
-
-def host_table(tmp: Path) -> list[tuple[str, str, str, str]]:
-    return [m for m in host_mount_table() if relevant(m[0], tmp)]
-
-
-def tables(c: FakeContainer) -> Tables:
-    return container_table(c), host_table(c.tmp)
-
-
 def assert_one_error_line(stderr: str, *needles: str) -> str:
     """Exactly one line, our prefix, naming each of `needles` (case-insensitive)."""
     assert "Traceback" not in stderr, stderr

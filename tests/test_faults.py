@@ -23,38 +23,14 @@ from pathlib import Path
 import pytest
 
 from oci_systemd_hook.ids import machine_id_for
-from tests.fakecontainer import FakeContainer, host_mount_table, needs_root
+from tests.fakecontainer import USERNS, FakeContainer, container_table, host_table, needs_root
 
 pytestmark = [needs_root, pytest.mark.root]
 
 QUIET = {"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": ""}
 #: The runtime's own mounts below /run: the tmpfs path clones them and re-attaches them on top.
 RUNTIME_MOUNTS = [("tmpfs", "/run/secrets"), ("file", "/run/.containerenv")]
-USERNS: dict[str, object] = {"linux": {"namespaces": [{"type": "mount"}, {"type": "user"}],
-                    "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
-                    "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]}}
 STEPS = ["mkdir", "write", "chown", "open_tree", "mount_setattr", "setns", "fsmount", "move_mount", "symlink"]
-
-#: Where a hook gone wrong would mount, in either namespace (see test_bad_input.py): other
-#: developers' podman runs churn mounts elsewhere on this host at the same time.
-HOOK_EXACT = ("/", "/run", "/run/lock", "/tmp", "/etc", "/etc/machine-id", "/var", "/var/log", "/sys", "/sys/fs")
-HOOK_TREES = ("/run/host", "/run/oci-systemd-hook", "/var/log/journal", "/sys/fs/cgroup")
-
-
-def relevant(mountpoint: str, tmp: Path) -> bool:
-    if mountpoint in HOOK_EXACT:
-        return True
-    return any(mountpoint == t or mountpoint.startswith(t + "/") for t in (*HOOK_TREES, str(tmp)))
-
-
-def container_table(c: FakeContainer) -> list[tuple[str, str, str, str, str]]:
-    return [(m.mountpoint, m.fstype, m.root, m.options, m.super_options) for m in c.mounts()
-            if relevant(m.mountpoint, c.tmp)]
-
-
-def host_table(tmp: Path) -> list[tuple[str, str, str, str]]:
-    return [m for m in host_mount_table() if relevant(m[0], tmp)]
-
 
 def one_line(stderr: str, *needles: str) -> str:
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr

@@ -15,14 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakecontainer import FakeContainer, host_mount_table, needs_root, tree_snapshot
+from tests.fakecontainer import USERNS, FakeContainer, host_mount_table, needs_root, tree_snapshot
 
 pytestmark = [needs_root, pytest.mark.root]
-
-USERNS = {"linux": {"namespaces": [{"type": "mount"}, {"type": "user"}],
-                    "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
-                    "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]}}
-
 
 def replace_with_link(rootfs: Path, path: str, target: str) -> None:
     p = rootfs / path.lstrip("/")
