@@ -15,7 +15,7 @@ import os
 import stat
 
 from oci_systemd_hook import linux
-from oci_systemd_hook.errors import HookError, InputError
+from oci_systemd_hook.errors import HookError, InputError, ReadOnlyImage
 from oci_systemd_hook.hostfacts import parse_mountinfo
 from oci_systemd_hook.hoststate import remove_tree, write_record
 from oci_systemd_hook.log import Log
@@ -285,12 +285,17 @@ def prestart(plan: Plan, pid: int, log: Log) -> None:
             try:
                 with Root(plan.rootfs) as root:
                     for i, mount in enumerate(plan.mounts):
-                        if mount.kind == "tmpfs":
-                            _mount_tmpfs(root, mount, attached, mounted, log)
-                        elif mount.kind == "mask":
-                            _mask_unit(root, mount, log)
-                        else:
-                            _mount_bind(root, mount, sources.pop(i), attached, mounted, log)
+                        try:
+                            if mount.kind == "tmpfs":
+                                _mount_tmpfs(root, mount, attached, mounted, log)
+                            elif mount.kind == "mask":
+                                _mask_unit(root, mount, log)
+                            else:
+                                _mount_bind(root, mount, sources.pop(i), attached, mounted, log)
+                        except ReadOnlyImage as exc:
+                            if not mount.optional:
+                                raise
+                            log.warning(f"skipping {mount.target}: {exc.message}")
             except BaseException:
                 for mfd in reversed(attached):
                     try:

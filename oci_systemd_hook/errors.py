@@ -27,3 +27,7 @@ class InputError(HookError):
     """The runtime, the user or the image gave us something we cannot use."""
 
     code = EXIT_BAD_INPUT
+
+
+class ReadOnlyImage(InputError):
+    """A mount point the image lacks cannot be created: the image's filesystem is read-only."""

@@ -29,11 +29,11 @@ VAR_LIB_SYSTEMD = "/var/lib/systemd"
 class MountStep:
     """One mount made inside the container."""
 
-    __slots__ = ("kind", "target", "source", "data", "flags", "node", "create", "reason", "submounts")
+    __slots__ = ("kind", "target", "source", "data", "flags", "node", "create", "reason", "submounts", "optional")
 
     def __init__(self, kind: str, target: str, source: str = "", data: list[str] | None = None,
                  flags: tuple[str, ...] = ("nosuid", "nodev"), node: str = "dir", create: bool = True,
-                 reason: str = "", submounts: list[str] | None = None) -> None:
+                 reason: str = "", submounts: list[str] | None = None, optional: bool = False) -> None:
         self.kind = kind  # "tmpfs", "bind", or "mask" (a runtime unit mask, not a mount)
         self.target = target
         self.source = source  # host path for a bind
@@ -43,6 +43,7 @@ class MountStep:
         self.create = create  # may the target be created when missing
         self.reason = reason
         self.submounts = submounts or []  # runtime mounts below target to keep on top (as planned)
+        self.optional = optional  # skipped with a warning when a read-only image lacks the target
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) if k != "flags" else list(self.flags) for k in self.__slots__}
@@ -212,7 +213,8 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
             prefix = rootfs if rootfs != "/" else ""
             subs = [p[len(prefix):] for p in submounts_below(facts.container_mounts, prefix + target)]
         plan.mounts.append(MountStep("tmpfs", target, "tmpfs", data + owner_data + label_data, flags[target],
-                                     reason="systemd needs it writable and empty", submounts=subs))
+                                     reason="systemd needs it writable and empty", submounts=subs,
+                                     optional=target == "/var/log/journal"))
         ours.add(target)
 
     # 1b. A read-only root: units with StateDirectory= below /var/lib/systemd (systemd-logind's
@@ -284,7 +286,7 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         plan.journal_dir = os.path.join(settings.journal_root, mid)
         plan.host_steps.append(HostStep("mkdir", plan.journal_dir, 0o755, uid=uid, gid=gid, label=label))
         plan.mounts.append(MountStep("bind", "/var/log/journal/" + mid, plan.journal_dir,
-                                     flags=("nosuid", "nodev", "noexec"),
+                                     flags=("nosuid", "nodev", "noexec"), optional=True,
                                      reason="the container's journal, readable on the host with journalctl -D"))
 
     # 5. The container's own cgroup, writable; nothing above it.

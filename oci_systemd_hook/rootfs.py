@@ -16,7 +16,7 @@ import os
 import stat
 
 from oci_systemd_hook import linux
-from oci_systemd_hook.errors import InputError
+from oci_systemd_hook.errors import InputError, ReadOnlyImage
 
 _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY
@@ -154,7 +154,7 @@ class Root:
             return InputError(f"refusing {path} in the image: {os.strerror(exc.errno)} (symlink loop, "
                               "magic link or a file where a directory belongs)")
         if exc.errno == errno.EROFS:
-            return InputError(f"cannot create {path}: the image is read-only and lacks it")
+            return ReadOnlyImage(f"cannot create {path}: the image is read-only and lacks it")
         return InputError(f"cannot resolve {path} in the image: {os.strerror(exc.errno or 0)}")
 
 

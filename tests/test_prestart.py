@@ -267,3 +267,29 @@ def test_hook_wired_in_twice_prepares_once(tmp_path: Path) -> None:
         assert res.returncode == 0, res.stderr
         assert sorted((m.mountpoint, m.fstype) for m in c.mounts()) == first
         assert c.poststop().returncode == 0
+
+
+def test_read_only_image_without_a_journal_directory(tmp_path: Path) -> None:
+    """An image on a read-only filesystem that lacks /var/log/journal: the journal is optional,
+    so the container is prepared without it (one warning), and nothing is created in the image."""
+    c = FakeContainer(tmp_path, rootfs_readonly=True)
+    assert not (c.rootfs / "var/log/journal").exists()
+    with c:
+        res = c.run_hook()
+        assert res.returncode == 0, res.stderr
+        assert "skipping /var/log/journal" in res.stderr and len(res.stderr.strip().splitlines()) == 2
+        assert c.mount_at("/run") is not None and c.mount_at("/etc/machine-id") is not None
+        assert c.mount_at("/var/log/journal") is None
+        assert not (c.rootfs / "var/log/journal").exists()
+        assert c.poststop().returncode == 0
+
+
+def test_read_only_image_without_tmp_is_refused(tmp_path: Path) -> None:
+    c = FakeContainer(tmp_path, rootfs_readonly=True)
+    (c.rootfs / "tmp").rmdir()
+    with c:
+        before = [(m.mountpoint, m.fstype) for m in c.mounts()]
+        res = c.run_hook()
+        assert res.returncode == 2 and "read-only" in res.stderr and "/tmp" in res.stderr, res.stderr
+        assert [(m.mountpoint, m.fstype) for m in c.mounts()] == before
+        assert not (c.state_dir / c.name).exists()
