@@ -70,6 +70,16 @@ def parse_state(raw: bytes | str) -> State:
         raise InputError(f"the OCI state on stdin is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InputError(f"the OCI state must be a JSON object, got {_type_name(obj)}")
+    try:
+        return _check_state(obj)
+    except InputError as exc:
+        from oci_systemd_hook.schema import STATE_SCHEMA, explain  # the error path only
+
+        raise InputError(explain(obj, STATE_SCHEMA, "state", exc.message)) from None
+
+
+def _check_state(obj: dict[str, object]) -> State:
+    """The cheap checks that decide; schema.explain words the refusal."""
     cid = check_container_id(obj.get("id"))
 
     pid = obj.get("pid")
@@ -102,4 +112,4 @@ def parse_state(raw: bytes | str) -> State:
     version = obj.get("ociVersion", "")
     if not isinstance(version, str):
         raise InputError(f'state: "ociVersion" must be a string, got {_type_name(version)}')
-    return State(cid, os.path.normpath(bundle), pid, status, annotations, version)
+    return State(cid, os.path.normpath(bundle), pid, status, annotations, version)  # type: ignore[arg-type]

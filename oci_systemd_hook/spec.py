@@ -136,6 +136,16 @@ def _str_list(value: object, where: str) -> list[str]:
 def parse_spec(obj: object, bundle: str) -> Spec:
     if not isinstance(obj, dict):
         raise InputError(f"config.json must hold a JSON object, got {_type_name(obj)}")
+    try:
+        return _check_spec(obj, bundle)
+    except InputError as exc:
+        from oci_systemd_hook.schema import CONFIG_SCHEMA, explain  # the error path only
+
+        raise InputError(explain(obj, CONFIG_SCHEMA, "config.json", exc.message)) from None
+
+
+def _check_spec(obj: dict[str, object], bundle: str) -> Spec:
+    """The cheap checks that decide; schema.explain words the refusal."""
     spec = Spec()
 
     process = _field(obj, "process", dict, "", {})

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from oci_systemd_hook.errors import EXIT_OK, HookError, InputError
 from oci_systemd_hook.log import Log
+from oci_systemd_hook.schema import first_problem, load_schema
 
 PROG = "oci-systemd-hook"
 LAUNCHER = "libexec/oci/hooks.d/oci-systemd-hook"
@@ -303,54 +304,7 @@ def uninstall(destdir: str, prefix: str, log: Log) -> int:
 
 
 def schema() -> dict[str, object]:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), SCHEMA_FILE)
-    with open(path, encoding="utf-8") as f:
-        loaded: dict[str, object] = json.load(f)
-    return loaded
-
-
-def _import_jsonschema() -> object:
-    try:
-        import jsonschema
-    except ImportError:
-        if not sys.flags.no_site:
-            raise InputError("validate needs the jsonschema module (pip install jsonschema)") from None
-        import site  # the -S launcher: add site-packages now, only for this tool
-
-        site.main()
-        try:
-            import jsonschema
-        except ImportError:
-            raise InputError("validate needs the jsonschema module (pip install jsonschema)") from None
-    return jsonschema
-
-
-def field_path(parts: object) -> str:
-    """`hook.args[1]` from a jsonschema error path."""
-    text = ""
-    for part in parts:  # type: ignore[attr-defined]
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def _describe(error: object) -> str:
-    """One line for a jsonschema ValidationError: the field path, then what is wrong."""
-    validator: str = error.validator  # type: ignore[attr-defined]
-    path = list(error.absolute_path)  # type: ignore[attr-defined]
-    instance = error.instance  # type: ignore[attr-defined]
-    sub: dict[str, object] = error.schema if isinstance(error.schema, dict) else {}  # type: ignore[attr-defined]
-    messages = sub.get("x-messages")
-    shown = json.dumps(instance)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    if isinstance(messages, dict) and validator in messages:
-        return f"{field_path(path)}: {shown} {messages[validator]}"
-    if validator == "required":
-        missing = re.match(r"'([^']*)' is a required property", error.message)  # type: ignore[attr-defined]
-        name = missing.group(1) if missing else "?"
-        return f"{field_path([*path, name])}: {name!r} is a required property"
-    if validator == "additionalProperties":
-        return f"{field_path(path)}: {error.message}"  # type: ignore[attr-defined]
-    return f"{field_path(path)}: {error.message}"  # type: ignore[attr-defined]
+    return load_schema(SCHEMA_FILE)
 
 
 def validate(path: str) -> None:
@@ -368,14 +322,9 @@ def validate(path: str) -> None:
         raise InputError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    jsonschema = _import_jsonschema()
-    validator_class = jsonschema.validators.validator_for(schema())  # type: ignore[attr-defined]
-    errors = list(validator_class(schema()).iter_errors(document))
-    if errors:
-        # The shallowest error first: it names what is wrong at the level the user wrote it.
-        first = min(errors, key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path],
-                                           e.validator != "required"))
-        raise InputError(f"{path}: {_describe(first)}")
+    problem = first_problem(document, SCHEMA_FILE, quoted=False)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     when = document["when"]
     for i, regex in enumerate(when.get("commands", [])):
         _compile(path, f"when.commands[{i}]", regex)

@@ -202,8 +202,9 @@ def _build(rootfs: Path, canary: Path, plan: list[tuple[str, str, str]]) -> None
         p = Path(os.path.normpath(rootfs / path))
         if p != rootfs and rootfs not in p.parents:
             continue  # building the tree itself must stay inside
-        if os.path.lexists(p) or os.path.realpath(p.parent) != str(p.parent) or not p.parent.is_dir():
-            continue  # never through a link (it may point at the canary), never onto a FIFO
+        ancestors = [q for q in reversed(p.parents) if q == rootfs or rootfs in q.parents]  # shallowest first
+        if os.path.lexists(p) or any(q.is_symlink() for q in ancestors) or not p.parent.is_dir():
+            continue  # never through a link (it may point at the canary, or /proc/1/root), never onto a FIFO
         try:
             if kind == "dir":
                 p.mkdir()
