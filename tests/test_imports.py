@@ -163,3 +163,18 @@ def test_dry_run_prestart(tmp_path: Path, extra: list[str]) -> None:
         assert isinstance(json.loads(res.stdout), dict)
     assert "oci_systemd_hook.plan" in modules
     assert sorted(modules & PRESTART_FORBIDDEN) == []
+
+
+def test_jsonschema_words_errors_and_only_errors(tmp_path: Path) -> None:
+    """A refused config.json loads jsonschema (from the -S launcher too) to name the exact element;
+    a valid one never does."""
+    b = bundle(tmp_path, ["/sbin/init", 5])  # process.args[1] is not a string
+    state = {"ociVersion": "1.0.2", "id": "osh-imports-bad", "status": "creating", "pid": os.getpid(),
+             "bundle": str(b)}
+    res, modules = run_hook(tmp_path, ["prestart", *dirs(tmp_path)], state)
+    assert res.returncode == 2
+    assert 'config.json: "process.args[1]" must be a string, got an integer' in res.stderr
+    assert "jsonschema" in modules
+    good = bundle(tmp_path / "good", ["/bin/sh"])
+    res, modules = run_hook(tmp_path, ["prestart", *dirs(tmp_path)], {**state, "bundle": str(good)})
+    assert res.returncode == 0 and "jsonschema" not in modules
