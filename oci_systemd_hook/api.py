@@ -25,7 +25,8 @@ from oci_systemd_hook.log import Log
 from oci_systemd_hook.ocistate import State
 from oci_systemd_hook.settings import Settings
 
-if False:  # for type checkers only; importing plan costs start-up time
+TYPE_CHECKING = False  # mypy reads this as true; `typing` itself costs more than the interpreter start
+if TYPE_CHECKING:
     from oci_systemd_hook.plan import Plan
 
 

@@ -20,14 +20,13 @@ from typing import NoReturn
 
 from oci_systemd_hook.errors import EXIT_OK, HookError, InputError
 from oci_systemd_hook.log import Log
-from oci_systemd_hook.schema import first_problem, load_schema
+from oci_systemd_hook.schema import HOOKS_SCHEMA, first_problem, load_schema
 
 PROG = "oci-systemd-hook"
 LAUNCHER = "libexec/oci/hooks.d/oci-systemd-hook"
 HOOK_JSON = "share/containers/oci/hooks.d/oci-systemd-hook.json"
 MAN_PAGE = "share/man/man1/oci-systemd-hook.1"
 MANIFEST = "share/oci-systemd-hook/installed-files"
-SCHEMA_FILE = "oci-hooks.schema.json"
 #: The conditions under which a container engine runs the hook: a command named init or systemd.
 COMMANDS_REGEX = "(^|/)(init|systemd)$"
 HOOKS_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
@@ -304,7 +303,7 @@ def uninstall(destdir: str, prefix: str, log: Log) -> int:
 
 
 def schema() -> dict[str, object]:
-    return load_schema(SCHEMA_FILE)
+    return load_schema(HOOKS_SCHEMA)
 
 
 def validate(path: str) -> None:
@@ -322,7 +321,7 @@ def validate(path: str) -> None:
         raise InputError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    problem = first_problem(document, SCHEMA_FILE, quoted=False)
+    problem = first_problem(document, HOOKS_SCHEMA, quoted=False)
     if problem:
         raise InputError(f"{path}: {problem}")
     when = document["when"]
