@@ -61,9 +61,11 @@ def plan_for(state: State, settings: Settings | None = None, log: Log | None = N
         raise InputError(f"the container root {spec.root} is not a directory")
 
     from oci_systemd_hook.hostfacts import gather
+    from oci_systemd_hook.ids import machine_id_candidates
     from oci_systemd_hook.plan import build_plan
 
-    facts = gather(state.pid, settings.journal_root)
+    candidates = machine_id_candidates(state.id, spec.env_get("container_uuid"))
+    facts = gather(state.pid, settings.journal_root, settings.state_dir, candidates)
     return build_plan(state, spec, settings, facts, rootfs)
 
 
@@ -87,39 +89,49 @@ def prestart(state: State, settings: Settings | None = None, log: Log | None = N
     if plan is None:
         return None
     assert state.pid is not None
-    if _already_prepared(plan, state.pid):
-        log.info("already prepared by an earlier run of the hook (wired in twice?): nothing to do")
+    if _earlier_run(plan, state, log):
         return plan
     from oci_systemd_hook.apply import prestart as apply_prestart
 
     for line in plan.render().splitlines():
         log.debug("plan: " + line)
-    apply_prestart(plan, state.pid, log)
+    apply_prestart(plan, state.pid, log, state.bundle)
     log.info(f"prepared for systemd: machine-id {plan.machine_id}, {len(plan.mounts)} mounts")
     return plan
 
 
-def _already_prepared(plan: Plan, pid: int) -> bool:
-    """Did a run of the hook with the same state directory already prepare this container?
+def _earlier_run(plan: Plan, state: State, log: Log) -> bool:
+    """Deal with a record an earlier prestart left for this id; True when nothing is left to do.
 
-    (A hook wired in at both prestart and createRuntime, or in config.json and hooks.d.)
+    * another bundle's live container: the same id in another runtime (another
+      `--root`). Refused: its state is not ours to rewrite.
+    * this very process, prepared completely: the hook is wired in twice
+      (prestart and createRuntime, or config.json and hooks.d).
+    * this very process, prepared in part: an earlier run was killed half-way; its
+      mounts are taken down before starting again, so that nothing is stacked twice.
+    * anything else is stale (a container that is gone without a poststop): undone.
     """
+    from oci_systemd_hook.cleanup import record_is_live, undo_record
     from oci_systemd_hook.hoststate import read_record
 
     record = read_record(plan.state_dir)
-    if record is None or record.get("rootfs") != plan.rootfs:
+    if record is None:
         return False
-    mounted = record.get("mounted")
-    if not isinstance(mounted, list) or not mounted:
-        return False
-    from oci_systemd_hook.hostfacts import parse_mountinfo
+    live = record_is_live(record)
+    bundle = record.get("bundle")
+    if live and isinstance(bundle, str) and bundle and bundle != state.bundle:
+        raise InputError(f"container id {state.id[:64]} is in use by a live container of the bundle {bundle[:200]}"
+                         " (the same id in two runtimes?): refusing to touch its state")
+    if live and state.pid is not None and record.get("pid") == state.pid:
+        if record.get("complete") is True:
+            log.info("already prepared by an earlier run of the hook (wired in twice?): nothing to do")
+            return True
+        from oci_systemd_hook.apply import undo_partial
 
-    try:
-        with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            live = {m.mountpoint for m in parse_mountinfo(f.read())}
-    except OSError:
-        return False
-    return all(path in live for path in mounted if isinstance(path, str))
+        undo_partial(record, state.pid, log)
+    else:
+        undo_record(record, log)
+    return False
 
 
 def cleanup(container_id: str, bundle: str = "", annotations: dict[str, str] | None = None,
@@ -140,7 +152,7 @@ def poststop(state: State, settings: Settings | None = None, log: Log | None = N
     """The poststop stage for an already parsed OCI state (pid and environment not needed)."""
     settings, log = _defaults(settings, log)
     state_dir = os.path.join(settings.state_dir, state.id)
-    journal_dir = ""
+    candidates: tuple[str, ...] = ()
     if not os.path.lexists(state_dir):
         # No prestart ran (or it cleaned up after itself). Only a journal to drop may remain.
         from oci_systemd_hook.activation import decide
@@ -157,9 +169,10 @@ def poststop(state: State, settings: Settings | None = None, log: Log | None = N
         settings.apply_annotations(annotations)
         if settings.journal != "remove":
             return
-        from oci_systemd_hook.ids import machine_id_for
+        from oci_systemd_hook.ids import machine_id_candidates
 
-        journal_dir = os.path.join(settings.journal_root, machine_id_for(state.id, spec.env_get("container_uuid")))
+        candidates = machine_id_candidates(state.id, spec.env_get("container_uuid"))
     from oci_systemd_hook.cleanup import poststop as clean
 
-    clean(state_dir, log, settings.journal_root, settings.journal, journal_dir)
+    bundle = "" if state.bundle == "/" else state.bundle
+    clean(settings.state_dir, state.id, bundle, log, settings.journal, settings.journal_root, candidates)

@@ -14,13 +14,13 @@ import errno
 import os
 import stat
 
-from oci_systemd_hook import linux
+from oci_systemd_hook import linux, registry
 from oci_systemd_hook.errors import HookError, InputError, ReadOnlyImage
-from oci_systemd_hook.hostfacts import parse_mountinfo
-from oci_systemd_hook.hoststate import remove_tree, write_record
+from oci_systemd_hook.hostfacts import MountInfo, below, parse_mountinfo
+from oci_systemd_hook.hoststate import process_start, remove_tree, write_record
 from oci_systemd_hook.log import Log
 from oci_systemd_hook.plan import CGROUP_DELEGATE_FILES, HostStep, MountStep, Plan, submounts_below
-from oci_systemd_hook.rootfs import Root
+from oci_systemd_hook.rootfs import ForeignMount, Root
 
 #: Test hook: the name of one kernel step to fail (see tests/test_faults.py). Never set in production.
 _FAIL_AT = os.environ.get("OCI_SYSTEMD_HOOK_FAIL_AT", "")
@@ -44,6 +44,15 @@ class _HostUndo:
                     os.rmdir(path)
                 elif kind == "dir":
                     remove_tree(path)
+                elif kind == "claim":
+                    state_root, _, mid_cid = path.partition("\0")
+                    mid, _, cid = mid_cid.partition("\0")
+                    registry.release_mid(state_root, mid, cid)
+                elif kind == "journal":
+                    journal_root, _, mid_cid = path.partition("\0")
+                    mid, _, cid = mid_cid.partition("\0")
+                    registry.remove_journal(journal_root, mid, cid)
+                    registry.drop_empty_store(journal_root)
                 else:
                     os.unlink(path)
             except FileNotFoundError:
@@ -53,22 +62,61 @@ class _HostUndo:
                     log.warning(f"cleanup: cannot remove {path}: {exc.strerror}")
 
 
-def _write_record(plan: Plan, mounted: list[str], journal_created: bool) -> None:
-    write_record(plan.state_dir, {
-        "id": plan.container_id,
-        "rootfs": plan.rootfs,
-        "machine_id": plan.machine_id,
-        "journal_dir": plan.journal_dir,
-        "journal_created": journal_created,
-        "journal_mode": plan.journal_mode,
-        "planned": [plan.rootfs.rstrip("/") + m.target for m in plan.mounts if m.kind != "mask"],
-        "mounted": mounted,
-    })
+class Record:
+    """What prestart leaves in `<state-dir>/record.json`, for poststop and for a rerun.
+
+    It is rewritten at each milestone, so that a prestart killed at any point leaves
+    enough behind to undo it: the mount ids that existed before (in the host's and in
+    the container's namespace), and at the end the mounts that propagated to the host.
+    """
+
+    def __init__(self, plan: Plan, bundle: str, pid: int) -> None:
+        self.plan = plan
+        self.data: dict[str, object] = {
+            "id": plan.container_id,
+            "bundle": bundle,
+            "pid": pid,
+            "pid_start": process_start(pid),
+            "rootfs": plan.rootfs,
+            "machine_id": plan.machine_id,
+            "journal_root": plan.journal_root,
+            "journal": "",  # the machine id whose journal is linked, once claimed
+            "journal_created": False,
+            "journal_mode": plan.journal_mode,
+            "planned": [plan.rootfs.rstrip("/") + m.target for m in plan.mounts if m.kind != "mask"],
+            "mounted": [],
+            "host_before": [],
+            "container_before": [],
+            "propagated": [],
+            "complete": False,
+        }
+
+    def write(self) -> None:
+        write_record(self.plan.state_dir, self.data)
 
 
-def _host_step(step: HostStep, undo: _HostUndo) -> bool:
+def _host_step(step: HostStep, plan: Plan, undo: _HostUndo) -> bool:
     """Do one host step; return True if it created something new."""
     created = False
+    if step.kind == "claim":
+        if registry.claim_mid(plan.state_root, plan.machine_id, plan.container_id):
+            undo.created.append(("claim", f"{plan.state_root}\0{plan.machine_id}\0{plan.container_id}"))
+        return True
+    if step.kind == "journal":
+        _fault("mkdir")
+        store_existed = os.path.isdir(os.path.join(plan.journal_root, registry.JOURNAL_STORE))
+        try:
+            created = registry.claim_journal(plan.journal_root, plan.machine_id, plan.container_id, step.mode,
+                                             step.uid, step.gid)
+        except BaseException:
+            if not store_existed:
+                registry.drop_empty_store(plan.journal_root)
+            raise
+        if created:
+            undo.created.append(("journal", f"{plan.journal_root}\0{plan.machine_id}\0{plan.container_id}"))
+        if step.label:
+            os.setxattr(step.path, "security.selinux", step.label.encode(), follow_symlinks=False)
+        return created
     if step.kind == "mkdir":
         parent = os.path.dirname(step.path)
         if not os.path.isdir(parent):
@@ -139,7 +187,7 @@ def _mkpath(dirfd: int, rel: str, leaf_is_dir: bool) -> int:
             last = n == len(parts) - 1
             if last and not leaf_is_dir:
                 try:
-                    os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=cur))
+                    os.mknod(part, stat.S_IFREG | 0o644, dir_fd=cur)
                 except FileExistsError:
                     pass
             else:
@@ -155,13 +203,40 @@ def _mkpath(dirfd: int, rel: str, leaf_is_dir: bool) -> int:
         os.close(cur)
 
 
-def _live_mounts() -> list:  # type: ignore[type-arg]
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+def _live_mounts(pid: int | str = "self") -> list[MountInfo]:
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         return parse_mountinfo(f.read())
 
 
-def _mount_tmpfs(root: Root, step: MountStep, attached: list[int], mounted: list[str], log: Log) -> None:
-    tfd = root.open_dir(step.target, create=step.create)
+class _Where:
+    """Which mounts of the container's namespace the hook may create in and mount onto."""
+
+    def __init__(self, plan: Plan, root: Root) -> None:
+        live = _live_mounts()
+        prefix = plan.rootfs.rstrip("/")
+        top: dict[str, MountInfo] = {}
+        for m in live:
+            top[m.mountpoint] = m  # later entries are on top
+        self.names = {m.mount_id: f"{m.fstype} mount {m.mountpoint[len(prefix):] or '/'}" for m in live}
+        self.on_root = {linux.mount_id(root.fd)}
+        for dest in plan.runtime_tmpfs:  # config.json's own fresh tmpfs mounts
+            found = top.get(prefix + dest)
+            if found is not None and found.fstype == "tmpfs" and found.root == "/":
+                self.on_root.add(found.mount_id)
+        self.on_cgroup = {m.mount_id for m in live if m.fstype in ("cgroup", "cgroup2")
+                          and below(m.mountpoint, plan.rootfs) is not None}
+
+    def add_ours(self, mount_id: int) -> None:
+        self.on_root.add(mount_id)
+        self.on_cgroup.add(mount_id)
+
+    def allowed(self, step: MountStep) -> set[int]:
+        return self.on_cgroup if step.on == "cgroup" else self.on_root
+
+
+def _mount_tmpfs(root: Root, step: MountStep, where_ok: _Where, attached: list[int], mounted: list[str],
+                 log: Log) -> None:
+    tfd = root.open_dir(step.target, create=step.create, allowed=where_ok.allowed(step))
     try:
         where = root.host_path(tfd)
         prefix = root.path.rstrip("/")
@@ -183,6 +258,7 @@ def _mount_tmpfs(root: Root, step: MountStep, attached: list[int], mounted: list
             linux.attach(mfd, tfd)
             attached.append(mfd)
             mounted.append(where)
+            where_ok.add_ours(linux.mount_id(mfd))
             log.debug(f"mounted tmpfs on {step.target} ({','.join(list(step.flags) + step.data)})")
             while keep:
                 rel, clone, is_dir = keep.pop(0)
@@ -194,6 +270,10 @@ def _mount_tmpfs(root: Root, step: MountStep, attached: list[int], mounted: list
                 attached.append(clone)
                 mounted.append(os.path.join(where, rel))
                 log.debug(f"kept {os.path.join(step.target, rel)} on top of the new tmpfs")
+            for rel in step.dirs:
+                os.close(_mkpath(mfd, rel, True))
+            if step.dirs:
+                linux.set_flags(mfd, ("ro",))
         finally:
             for _, clone, _ in keep:
                 os.close(clone)
@@ -201,40 +281,44 @@ def _mount_tmpfs(root: Root, step: MountStep, attached: list[int], mounted: list
         os.close(tfd)
 
 
-def _mount_bind(root: Root, step: MountStep, src: int, attached: list[int], mounted: list[str], log: Log) -> None:
+def _mount_bind(root: Root, step: MountStep, src: int, where_ok: _Where, attached: list[int], mounted: list[str],
+                log: Log) -> None:
     if step.node == "file":
-        tfd = root.open_file(step.target, create=step.create)
+        tfd = root.open_file(step.target, create=step.create, allowed=where_ok.allowed(step))
     else:
-        tfd = root.open_dir(step.target, create=step.create)
+        tfd = root.open_dir(step.target, create=step.create, allowed=where_ok.allowed(step))
     try:
         where = root.host_path(tfd)
         _fault("move_mount")
         linux.attach(src, tfd)
         attached.append(src)
         mounted.append(where)
+        if step.on == "cgroup":  # a cgroup filesystem too: later cgroup steps may mount below it
+            where_ok.on_cgroup.add(linux.mount_id(src))
         log.debug(f"bound {step.source} on {step.target} ({','.join(step.flags)})")
     finally:
         os.close(tfd)
 
 
-def _mask_unit(root: Root, step: MountStep, log: Log) -> None:
+def _mask_unit(root: Root, step: MountStep, where_ok: _Where, log: Log) -> None:
     """Create the symlink step.target -> step.source in a tmpfs (ours or the runtime's)."""
     parent, name = os.path.split(step.target)
     # Directories this step creates belong to the container's root, like the tmpfs they are in:
     # with a user namespace, systemd must still be able to write /run/systemd.
     owner = dict(d.split("=", 1) for d in step.data if d.startswith(("uid=", "gid=")))
+    allowed = where_ok.allowed(step)
     missing = []
     p = parent
     while p != "/" and not root.exists(p):
         missing.append(p)
         p = os.path.dirname(p)
-    dfd = root.open_dir(parent, create=True)
+    dfd = root.open_dir(parent, create=True, allowed=allowed)
     try:
         if owner:
             for p in reversed(missing):
-                fd = root.resolve(p, os.O_RDONLY | os.O_DIRECTORY, linux.RESOLVE_NO_SYMLINKS)
+                fd = root.open_dir(p, allowed=allowed)
                 try:
-                    os.fchown(fd, int(owner["uid"]), int(owner["gid"]))
+                    os.chown(f"/proc/self/fd/{fd}", int(owner["uid"]), int(owner["gid"]))
                 finally:
                     os.close(fd)
         _fault("symlink")
@@ -255,13 +339,17 @@ def _same_file(a: int, b: int) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def prestart(plan: Plan, pid: int, log: Log) -> None:
+def _ids(mounts: list[MountInfo]) -> list[int]:
+    return sorted(m.mount_id for m in mounts)
+
+
+def prestart(plan: Plan, pid: int, log: Log, bundle: str = "") -> None:
     """Carry out `plan` inside the mount namespace of process `pid`."""
     undo = _HostUndo()
     sources: dict[int, int] = {}
     attached: list[int] = []
     mounted: list[str] = []
-    journal_created = False
+    record = Record(plan, bundle, pid)
     try:
         ns_path = f"/proc/{pid}/ns/mnt"
         try:
@@ -273,26 +361,31 @@ def prestart(plan: Plan, pid: int, log: Log) -> None:
             if _same_file(target_ns, own_ns):
                 raise InputError(f"process {pid} shares the hook's mount namespace: refusing to mount over the host")
             for step in plan.host_steps:
-                created = _host_step(step, undo)
-                if step.path == plan.journal_dir:
-                    journal_created = created
-                if step.path == plan.state_dir:
-                    _write_record(plan, mounted, journal_created)
-            _write_record(plan, mounted, journal_created)
+                created = _host_step(step, plan, undo)
+                if step.kind == "journal":
+                    record.data["journal"] = plan.machine_id
+                    record.data["journal_created"] = created
+                if step.path == plan.state_dir or step.kind == "journal":
+                    record.write()
+            record.data["host_before"] = _ids(_live_mounts())
+            record.data["container_before"] = _ids(_live_mounts(pid))
+            record.write()
             _clone_sources(plan, sources)
             _fault("setns")
             linux.setns(target_ns, linux.CLONE_NEWNS)
             try:
                 with Root(plan.rootfs) as root:
+                    where_ok = _Where(plan, root)
+                    root.mounts = where_ok.names
                     for i, mount in enumerate(plan.mounts):
                         try:
                             if mount.kind == "tmpfs":
-                                _mount_tmpfs(root, mount, attached, mounted, log)
+                                _mount_tmpfs(root, mount, where_ok, attached, mounted, log)
                             elif mount.kind == "mask":
-                                _mask_unit(root, mount, log)
+                                _mask_unit(root, mount, where_ok, log)
                             else:
-                                _mount_bind(root, mount, sources.pop(i), attached, mounted, log)
-                        except ReadOnlyImage as exc:
+                                _mount_bind(root, mount, sources.pop(i), where_ok, attached, mounted, log)
+                        except (ReadOnlyImage, ForeignMount) as exc:
                             if not mount.optional:
                                 raise
                             log.warning(f"skipping {mount.target}: {exc.message}")
@@ -308,7 +401,15 @@ def prestart(plan: Plan, pid: int, log: Log) -> None:
         finally:
             os.close(target_ns)
             os.close(own_ns)
-        _write_record(plan, mounted, journal_created)
+        # With shared propagation our mounts appeared in the host's namespace too: remember
+        # exactly which (by mount id), so that poststop unmounts those and nothing else.
+        before = set(record.data["host_before"])  # type: ignore[call-overload]
+        ours = set(mounted)
+        record.data["propagated"] = [[m.mount_id, m.mountpoint, m.fstype] for m in _live_mounts()
+                                     if m.mount_id not in before and m.mountpoint in ours]
+        record.data["mounted"] = mounted
+        record.data["complete"] = True
+        record.write()
     except BaseException as exc:
         undo.rollback(log)
         if isinstance(exc, OSError):
@@ -321,3 +422,33 @@ def prestart(plan: Plan, pid: int, log: Log) -> None:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def undo_partial(record: dict[str, object], pid: int, log: Log) -> None:
+    """Unmount in the container what a prestart that was killed half-way had mounted.
+
+    Those are the mounts below the rootfs that were not there before it began (the
+    record lists the ids that were). Without this, running prestart again would stack a
+    second set of mounts on the first.
+    """
+    from oci_systemd_hook.cleanup import detach_mounts
+
+    rootfs = record.get("rootfs")
+    before = record.get("container_before")
+    if not isinstance(rootfs, str) or not isinstance(before, list):
+        return
+    known = set(before)
+    target_ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    own_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        linux.setns(target_ns, linux.CLONE_NEWNS)
+        try:
+            stale = [(m.mount_id, m.mountpoint) for m in _live_mounts()
+                     if m.mount_id not in known and below(m.mountpoint, rootfs)]
+            for path in detach_mounts(rootfs, stale, log):
+                log.info(f"unmounted {path}, left by an interrupted prestart")
+        finally:
+            linux.setns(own_ns, linux.CLONE_NEWNS)
+    finally:
+        os.close(target_ns)
+        os.close(own_ns)

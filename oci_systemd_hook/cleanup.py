@@ -3,6 +3,11 @@
 Runs in the runtime's namespaces after the container is gone, often with no pid
 and an empty environment (podman). It must be idempotent: it may run twice, or
 without any prestart, or after a prestart that died half-way.
+
+It unmounts only mounts whose identity (mount id, mount point, type) prestart
+recorded as having appeared in the host's namespace because of its own work. A
+path alone says nothing: with `root.path: "/"`, or a chroot-style root whose /run
+is a host tmpfs, the path of a hook mount is also the path of a host mount.
 """
 
 from __future__ import annotations
@@ -10,8 +15,7 @@ from __future__ import annotations
 import os
 
 from oci_systemd_hook.hostfacts import below, parse_mountinfo
-from oci_systemd_hook.hoststate import read_record, remove_tree
-from oci_systemd_hook.ids import is_machine_id
+from oci_systemd_hook.hoststate import process_start, read_record, remove_tree
 from oci_systemd_hook.log import Log
 
 
@@ -20,17 +24,20 @@ def _strings(record: dict[str, object], key: str) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
-def unmount_leftovers(rootfs: str, paths: list[str], log: Log) -> list[str]:
-    """Unmount those of `paths` (below rootfs) that are mount points in the hook's namespace.
+def _str(record: dict[str, object], key: str) -> str:
+    value = record.get(key)
+    return value if isinstance(value, str) else ""
 
-    They only exist when the container's rootfs propagated mounts back to the
-    host (rootfsPropagation shared). Each is looked up from the rootfs without
-    following symlinks, so a path the container changed cannot point elsewhere.
+
+def detach_mounts(rootfs: str, mounts: list[tuple[int, str]], log: Log) -> list[str]:
+    """Lazily unmount each (mount id, mount point) below `rootfs`, topmost first.
+
+    Each mount point is opened from the rootfs without following symlinks, and is
+    unmounted only if the mount found there has the recorded id: a path the
+    container changed, or a mount that is someone else's by now, is left alone.
     """
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        visible = {m.mountpoint for m in parse_mountinfo(f.read())}
     done: list[str] = []
-    candidates = [p for p in sorted(set(paths), key=len, reverse=True) if p in visible and below(p, rootfs)]
+    candidates = [(mid, path) for mid, path in mounts if below(path, rootfs)]
     if not candidates:
         return done
     from oci_systemd_hook import linux  # ctypes: only when there is something to unmount
@@ -40,7 +47,7 @@ def unmount_leftovers(rootfs: str, paths: list[str], log: Log) -> list[str]:
     except OSError:
         return done
     try:
-        for path in candidates:
+        for mount_id, path in reversed(candidates):
             rel = below(path, rootfs)
             assert rel
             try:
@@ -48,6 +55,9 @@ def unmount_leftovers(rootfs: str, paths: list[str], log: Log) -> list[str]:
             except OSError:
                 continue
             try:
+                if linux.mount_id(fd) != mount_id:
+                    log.debug(f"not unmounting {path}: the mount there is not the recorded one")
+                    continue
                 linux.umount2(f"/proc/self/fd/{fd}", linux.MNT_DETACH)
                 done.append(path)
             except OSError as exc:
@@ -59,30 +69,77 @@ def unmount_leftovers(rootfs: str, paths: list[str], log: Log) -> list[str]:
     return done
 
 
-def poststop(state_dir: str, log: Log, journal_root: str, journal_mode: str, journal_dir: str = "") -> None:
-    """Remove this container's state, leftover host mounts and (if asked) its journal.
+def _propagated(record: dict[str, object], rootfs: str) -> list[tuple[int, str]]:
+    """The host mounts that are the hook's, as the record identifies them (live ones only)."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        live = parse_mountinfo(f.read())
+    wanted: set[tuple[int, str, str]] = set()
+    for entry in record.get("propagated") or []:  # type: ignore[attr-defined]
+        if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)
+                and isinstance(entry[1], str) and isinstance(entry[2], str)):
+            wanted.add((entry[0], entry[1], entry[2]))
+    if record.get("complete") is not True:
+        # Killed before it could write down what propagated: what appeared at the planned
+        # mount points (or below them) since it began is the hook's.
+        before = record.get("host_before")
+        if isinstance(before, list) and before:
+            known = set(before)
+            planned = _strings(record, "planned") + _strings(record, "mounted")
+            for m in live:
+                if m.mount_id in known or not below(m.mountpoint, rootfs):
+                    continue
+                if rootfs != "/" or any(below(m.mountpoint, p) is not None for p in planned):
+                    wanted.add((m.mount_id, m.mountpoint, m.fstype))
+    return [(m.mount_id, m.mountpoint) for m in live if (m.mount_id, m.mountpoint, m.fstype) in wanted]
 
-    `journal_mode`/`journal_dir` are used only when prestart left no record. A
-    journal directory is only ever removed when it is `<journal_root>/<machine-id>`.
+
+def record_is_live(record: dict[str, object]) -> bool:
+    """Is the process that prestart prepared still the same, living process?"""
+    pid = record.get("pid")
+    start = record.get("pid_start")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not isinstance(start, int):
+        return False
+    return process_start(pid) == start
+
+
+def undo_record(record: dict[str, object], log: Log) -> None:
+    """Unmount what of this record's prestart reached the host's namespace."""
+    rootfs = _str(record, "rootfs")
+    if rootfs.startswith("/"):
+        for path in detach_mounts(rootfs, _propagated(record, rootfs), log):
+            log.info(f"unmounted {path} that had propagated to the host")
+
+
+def poststop(state_root: str, cid: str, bundle: str, log: Log, journal_mode: str, journal_root: str = "",
+             candidates: tuple[str, ...] = ()) -> None:
+    """Remove this container's state, the hook's host mounts and (if asked) its journal.
+
+    `bundle` ("" for any) must match the record's: the same id in another runtime is
+    another container. `journal_mode`/`candidates` are used only when prestart left no
+    record. A journal is only ever removed when the registry says it is `cid`'s.
     """
+    from oci_systemd_hook import registry
+
+    state_dir = os.path.join(state_root, cid)
     record = read_record(state_dir)
+    mids: tuple[str, ...] = candidates
     if record is not None:
-        rootfs = record.get("rootfs")
-        if isinstance(rootfs, str) and rootfs.startswith("/"):
-            paths = _strings(record, "mounted") + _strings(record, "planned")
-            for path in unmount_leftovers(rootfs, paths, log):
-                log.info(f"unmounted {path} that had propagated to the host")
+        theirs = _str(record, "bundle")
+        if bundle and theirs and theirs != bundle:
+            log.info(f"the state of {cid[:64]} belongs to the bundle {theirs[:200]}, not this one: left alone")
+            return
+        undo_record(record, log)
         if record.get("journal_mode") == "remove":  # chosen at prestart, maybe by annotation
             journal_mode = "remove"
-        jdir = record.get("journal_dir")
-        journal_dir = jdir if isinstance(jdir, str) else ""
-    if (journal_mode == "remove" and journal_dir and os.path.dirname(journal_dir) == journal_root
-            and is_machine_id(os.path.basename(journal_dir))):
-        try:
-            remove_tree(journal_dir)
-            log.info(f"removed the container's journal {journal_dir}")
-        except FileNotFoundError:
-            pass
+        journal_root = _str(record, "journal_root") or journal_root
+        mids = tuple(m for m in (_str(record, "journal"),) if m)
+        mid = _str(record, "machine_id")
+        if mid:
+            registry.release_mid(state_root, mid, cid)
+    if journal_mode == "remove" and journal_root:
+        for mid in mids:
+            if registry.remove_journal(journal_root, mid, cid):
+                log.info(f"removed the container's journal {registry.journal_link(journal_root, mid)}")
     try:
         remove_tree(state_dir)
         log.debug(f"removed {state_dir}")

@@ -150,6 +150,11 @@ class HostFacts:
         self.selinux = False
         self.os_release = ""  # host path of the host's os-release, "" if none
         self.journal_root_exists = False
+        self.host_machine_id = ""  # the host's own /etc/machine-id
+        self.mid_claims: dict[str, str] = {}  # machine id -> live container id holding it
+        #: machine id -> owner of <journal-root>/<mid>: a container id, "" (not the hook's);
+        #: absent when nothing is there. Filled for the candidate ids only.
+        self.journal_owners: dict[str, str] = {}
 
     @property
     def known(self) -> bool:
@@ -206,10 +211,31 @@ def host_os_release() -> str:
     return ""
 
 
-def gather(pid: int | None, journal_root: str) -> HostFacts:
-    """Read the facts for a live container, or only the host's when pid is None."""
+def host_machine_id() -> str:
+    try:
+        return _read("/etc/machine-id", 64).strip()
+    except OSError:
+        return ""
+
+
+def gather(pid: int | None, journal_root: str, state_root: str = "", candidates: tuple[str, ...] = ()) -> HostFacts:
+    """Read the facts for a live container, or only the host's when pid is None.
+
+    `candidates` are the machine ids the container might get: who holds them (a live
+    container, a journal directory) is read for those only.
+    """
     facts = HostFacts()
     facts.journal_root_exists = os.path.isdir(journal_root)
+    facts.host_machine_id = host_machine_id()
+    if state_root:
+        from oci_systemd_hook.registry import journal_owner, mid_claims
+
+        facts.mid_claims = mid_claims(state_root)
+        if facts.journal_root_exists:
+            for mid in candidates:
+                owner = journal_owner(journal_root, mid)
+                if owner is not None:
+                    facts.journal_owners[mid] = owner
     facts.host_mounts = parse_mountinfo(_read("/proc/self/mountinfo"))
     try:
         facts.ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

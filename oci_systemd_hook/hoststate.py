@@ -6,38 +6,14 @@ removes a directory, stays cheap.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 
 from oci_systemd_hook import jsonlite
+from oci_systemd_hook.removal import remove_tree
+
+__all__ = ["RECORD", "read_record", "remove_tree", "write_record"]
 
 RECORD = "record.json"
-
-
-def remove_tree(path: str) -> None:
-    """Remove a directory tree without following symlinks planted inside it.
-
-    Like shutil.rmtree on Linux it works on directory descriptors (os.fwalk), but
-    without importing shutil, which pulls in fnmatch, re, enum, bz2 and lzma: more
-    than the interpreter's own start-up, on every poststop.
-    """
-    if not stat.S_ISDIR(os.lstat(path).st_mode):  # FileNotFoundError as shutil's
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory (symlinks are not followed)", path)
-    for _, dirnames, filenames, dirfd in os.fwalk(path, topdown=False, follow_symlinks=False, onerror=_raise):
-        for name in filenames:
-            os.unlink(name, dir_fd=dirfd)
-        for name in dirnames:  # fwalk lists a symlink to a directory here too: unlink it
-            try:
-                os.rmdir(name, dir_fd=dirfd)
-            except NotADirectoryError:
-                os.unlink(name, dir_fd=dirfd)
-    os.rmdir(path)
-
-
-def _raise(exc: OSError) -> None:
-    if not isinstance(exc, FileNotFoundError):  # gone meanwhile: what we wanted
-        raise exc
 
 
 def write_record(state_dir: str, record: dict[str, object]) -> None:
@@ -66,3 +42,19 @@ def read_record(state_dir: str) -> dict[str, object] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process `pid` (clock ticks since boot), None if it does not exist.
+
+    A pid with the same start time is the same process: pids are reused, this pair is not.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read(4096)
+    except OSError:
+        return None
+    try:
+        return int(data[data.rindex(b")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None

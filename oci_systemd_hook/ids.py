@@ -61,12 +61,38 @@ def machine_id_for(cid: str, container_uuid: str | None = None) -> str:
     lowered = cid.lower()
     if len(lowered) >= 32 and set(lowered[:32]) <= _HEX and is_machine_id(lowered[:32]):
         return lowered[:32]
-    import _sha256  # builtin; hashlib would load OpenSSL
+    return hashed_machine_id(cid)
 
-    digest: str = _sha256.sha256(cid.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    # Make it look like a random (v4) UUID, as systemd's own generated ids do.
-    digest = digest[:12] + "4" + digest[13:16] + "89ab"[int(digest[16], 16) & 3] + digest[17:]
-    return digest
+
+def _sha256_hex(data: bytes) -> str:
+    """sha256 without hashlib where possible: hashlib loads OpenSSL, on the start path."""
+    try:
+        from _sha256 import sha256  # CPython up to 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,no-redef]  # CPython 3.12+
+        except ImportError:
+            from hashlib import sha256  # type: ignore[assignment]
+    return str(sha256(data).hexdigest())
+
+
+def hashed_machine_id(cid: str) -> str:
+    """A machine id hashed from the container id, shaped like a random (v4) UUID as systemd's own."""
+    digest = _sha256_hex(cid.encode("utf-8", "surrogatepass"))[:32]
+    return digest[:12] + "4" + digest[13:16] + "89ab"[int(digest[16], 16) & 3] + digest[17:]
+
+
+def machine_id_candidates(cid: str, container_uuid: str | None = None) -> tuple[str, ...]:
+    """The ids the container may get, best first: its container_uuid, its own id, a hash of it."""
+    out: list[str] = []
+    if container_uuid:
+        mid = machine_id_from_uuid(container_uuid)
+        if mid:
+            out.append(mid)
+    for mid in (machine_id_for(cid), hashed_machine_id(cid)):
+        if mid not in out:
+            out.append(mid)
+    return tuple(out)
 
 
 def uuid_format(mid: str) -> str:

@@ -52,6 +52,10 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 
+STATX_MNT_ID = 0x1000
+_STATX_SIZE = 256
+_STATX_MNT_ID_OFFSET = 144  # struct statx: stx_mnt_id follows the four timestamps and the device numbers
+
 CLONE_NEWNS = 0x00020000
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
@@ -124,6 +128,26 @@ def setns(fd: int, nstype: int) -> None:
 
 def umount2(path: str, flags: int) -> None:
     _check(_libc.umount2(_b(path), ctypes.c_int(flags)), "umount2", path)
+
+
+def mount_id(fd: int) -> int:
+    """The id (as in mountinfo) of the mount that `fd` (any descriptor, O_PATH included) lies on.
+
+    This is what tells a directory of the container's own root from one an image symlink led
+    into a bind mount: the path alone cannot, after in-root resolution.
+    """
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    result = _libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW),
+                         ctypes.c_uint(STATX_MNT_ID), buf)
+    _check(result, "statx")
+    mask = int.from_bytes(buf.raw[0:4], "little")
+    if mask & STATX_MNT_ID:
+        return int.from_bytes(buf.raw[_STATX_MNT_ID_OFFSET:_STATX_MNT_ID_OFFSET + 8], "little")
+    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:  # kernels before 5.8
+        for line in f:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(0, "cannot tell the mount of a descriptor")
 
 
 def attrs(names: tuple[str, ...] | list[str]) -> int:

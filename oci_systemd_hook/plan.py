@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 
-from oci_systemd_hook.errors import HookError
+from oci_systemd_hook.errors import HookError, InputError
 from oci_systemd_hook.hostfacts import HostFacts, MountInfo, below, cgroup_host_dir, find_cgroup_mount
-from oci_systemd_hook.ids import machine_id_for, uuid_format
+from oci_systemd_hook.ids import machine_id_candidates, machine_id_from_uuid, uuid_format
 from oci_systemd_hook.ocistate import State
+from oci_systemd_hook.registry import MID_CLAIMS, journal_data, journal_link
 from oci_systemd_hook.settings import Settings
 from oci_systemd_hook.spec import Spec
 
@@ -29,11 +30,13 @@ VAR_LIB_SYSTEMD = "/var/lib/systemd"
 class MountStep:
     """One mount made inside the container."""
 
-    __slots__ = ("kind", "target", "source", "data", "flags", "node", "create", "reason", "submounts", "optional")
+    __slots__ = ("kind", "target", "source", "data", "flags", "node", "create", "reason", "submounts", "optional",
+                 "on", "dirs")
 
     def __init__(self, kind: str, target: str, source: str = "", data: list[str] | None = None,
                  flags: tuple[str, ...] = ("nosuid", "nodev"), node: str = "dir", create: bool = True,
-                 reason: str = "", submounts: list[str] | None = None, optional: bool = False) -> None:
+                 reason: str = "", submounts: list[str] | None = None, optional: bool = False,
+                 on: str = "root", dirs: list[str] | None = None) -> None:
         self.kind = kind  # "tmpfs", "bind", or "mask" (a runtime unit mask, not a mount)
         self.target = target
         self.source = source  # host path for a bind
@@ -44,6 +47,10 @@ class MountStep:
         self.reason = reason
         self.submounts = submounts or []  # runtime mounts below target to keep on top (as planned)
         self.optional = optional  # skipped with a warning when a read-only image lacks the target
+        # Where the target must lie: "root" (the container's root mount, a tmpfs of the hook's or
+        # of the runtime's) or "cgroup" (a cgroup filesystem the runtime mounted, or a tmpfs of ours).
+        self.on = on
+        self.dirs = dirs or []  # tmpfs: directories made in it, after which it is made read-only
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) if k != "flags" else list(self.flags) for k in self.__slots__}
@@ -79,8 +86,11 @@ class Plan:
         self.machine_id = machine_id
         self.rootfs = rootfs
         self.state_dir = state_dir  # this container's directory on the host
-        self.journal_dir = ""  # host directory linked into the container, "" if none
+        self.journal_dir = ""  # host path of the journal (<journal-root>/<mid>, a link), "" if none
+        self.journal_root = ""
         self.journal_mode = "keep"
+        self.state_root = os.path.dirname(state_dir)
+        self.runtime_tmpfs: list[str] = []  # config.json's own tmpfs mounts, where creating is fine
         self.host_steps: list[HostStep] = []
         self.mounts: list[MountStep] = []
         self.skipped: list[tuple[str, str]] = []
@@ -94,6 +104,7 @@ class Plan:
             "state_dir": self.state_dir,
             "journal_dir": self.journal_dir,
             "journal_mode": self.journal_mode,
+            "runtime_tmpfs": list(self.runtime_tmpfs),
             "host": [s.as_dict() for s in self.host_steps],
             "mounts": [m.as_dict() for m in self.mounts],
             "skipped": [{"target": t, "reason": r} for t, r in self.skipped],
@@ -118,6 +129,8 @@ class Plan:
                 continue
             opts = ",".join(list(m.flags) + m.data)
             keep = f"  (keeps {', '.join(m.submounts)} on top)" if m.submounts else ""
+            if m.dirs:
+                keep += f"  (holds only {', '.join(m.dirs)}, then read-only)"
             lines.append(f"mount  {m.kind:<12} {m.target} <- {what} [{opts}]{keep}")
         for target, reason in self.skipped:
             lines.append(f"skip   {target}: {reason}")
@@ -129,7 +142,7 @@ class Plan:
 def tmp_size(settings: Settings, spec: Spec, facts: HostFacts) -> str:
     """Half the container's memory limit when it has one below RAM, else tmpfs' default."""
     if settings.tmp_size != "auto":
-        return settings.tmp_size
+        return settings.size("tmp-size", facts.ram)
     limit = facts.memory_limit or spec.memory_limit
     if limit and facts.ram and limit < facts.ram:
         return f"{max(limit // 2 // 1024, 1024)}k"
@@ -156,11 +169,43 @@ def submounts_below(mounts: list[MountInfo], path: str) -> list[str]:
     return outer
 
 
+def choose_machine_id(cid: str, container_uuid: str | None, facts: HostFacts) -> tuple[str, list[str]]:
+    """The container's machine id, and why better candidates were passed over.
+
+    `container_uuid` comes from the container's environment: a tenant may aim it at
+    the host's id or at another container's, whose journal directory it would then
+    be given. Such an id is not honoured; the container's own id (or its hash) is
+    used instead.
+    """
+    notes: list[str] = []
+    from_uuid = machine_id_from_uuid(container_uuid) if container_uuid else None
+    for mid in machine_id_candidates(cid, container_uuid):
+        holder = facts.mid_claims.get(mid, cid)
+        owner = facts.journal_owners.get(mid)
+        why = ""
+        if mid == facts.host_machine_id:
+            why = "it is the host's own machine id"
+        elif holder != cid:
+            why = f"the live container {holder[:64]} has it"
+        elif owner is not None and owner not in ("", cid):
+            why = f"its journal on the host belongs to container {owner[:64]}"
+        elif mid == from_uuid and owner == "":
+            why = "a journal directory of that name on the host is not the hook's"
+        if why:
+            notes.append(f"machine id {mid} not used: {why}")
+            continue
+        return mid, notes
+    raise InputError(f"no usable machine id for container {cid[:64]}: {'; '.join(notes)}")
+
+
 def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, rootfs: str) -> Plan:
     """Decide every step of prestart. `rootfs` is the resolved host path of root.path."""
-    mid = machine_id_for(state.id, spec.env_get("container_uuid"))
+    mid, mid_notes = choose_machine_id(state.id, spec.env_get("container_uuid"), facts)
     plan = Plan(state.id, mid, rootfs, os.path.join(settings.state_dir, state.id))
+    plan.notes.extend(mid_notes)
     plan.journal_mode = settings.journal
+    plan.journal_root = settings.journal_root
+    plan.runtime_tmpfs = [m.destination for m in spec.mounts if m.is_real_tmpfs]
     provided = spec.mount_destinations()
     uid = spec.host_id_of_root("uid")
     gid = spec.host_id_of_root("gid")
@@ -174,10 +219,15 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
     label_data = [f'context="{label}"'] if label else []
 
     plan.host_steps.append(HostStep("mkdir", plan.state_dir, 0o755, label=label))
+    plan.host_steps.append(HostStep("claim", os.path.join(plan.state_root, MID_CLAIMS, mid)))
 
     # 1. tmpfs where systemd needs a writable, empty, volatile directory.
-    sizes = {"/run": settings.run_size, "/run/lock": settings.run_size, "/tmp": tmp_size(settings, spec, facts),
-             "/var/log/journal": settings.run_size}
+    run_size = settings.size("run-size", facts.ram)
+    if run_size != settings.run_size:
+        plan.notes.append(f"run-size {settings.run_size} from an annotation is above max-size "
+                          f"{settings.max_size}: cut to {run_size}")
+    sizes = {"/run": run_size, "/run/lock": run_size, "/tmp": tmp_size(settings, spec, facts),
+             "/var/log/journal": run_size}
     modes = {"/run": "755", "/run/lock": "755", "/tmp": "1777", "/var/log/journal": "755"}
     flags = {"/run": ("nosuid", "nodev"), "/run/lock": ("nosuid", "nodev", "noexec"), "/tmp": ("nosuid", "nodev"),
              "/var/log/journal": ("nosuid", "nodev", "noexec")}
@@ -197,7 +247,7 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         if not best or best in ours:
             return ""
         holder = spec.mount_at(best)
-        return "" if holder is None or holder.type == "tmpfs" else best
+        return "" if holder is None or holder.is_real_tmpfs else best
 
     for target in TMPFS_TARGETS:
         if target in provided:
@@ -224,7 +274,7 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         if VAR_LIB_SYSTEMD in provided:
             plan.skipped.append((VAR_LIB_SYSTEMD, "config.json already mounts it"))
         else:
-            data = ["mode=755", f"size={settings.run_size}"]
+            data = ["mode=755", f"size={run_size}"]
             plan.mounts.append(MountStep("tmpfs", VAR_LIB_SYSTEMD, "tmpfs", data + owner_data + label_data,
                                          ("nosuid", "nodev", "noexec"),
                                          reason="read-only root: systemd's StateDirectory= paths must be creatable"))
@@ -235,7 +285,7 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         if path in ours:
             return True
         m = spec.mount_at(path)
-        return m is not None and m.type == "tmpfs"
+        return m is not None and m.is_real_tmpfs
 
     # 2. systemd's container interface under /run/host.
     host_dir = os.path.join(plan.state_dir, "host")
@@ -282,10 +332,16 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
     elif ("/var/log/journal" in provided and not writable_tmpfs("/var/log/journal")) or foreign(
             "/var/log/journal/" + mid):
         plan.skipped.append(("/var/log/journal/" + mid, "config.json mounts /var/log/journal from elsewhere"))
+    elif facts.journal_owners.get(mid, state.id) != state.id:
+        plan.skipped.append(("/var/log/journal/" + mid, f"{journal_link(settings.journal_root, mid)} on the host "
+                                                        "is not this container's (the host's own, or another's)"))
     else:
-        plan.journal_dir = os.path.join(settings.journal_root, mid)
-        plan.host_steps.append(HostStep("mkdir", plan.journal_dir, 0o755, uid=uid, gid=gid, label=label))
-        plan.mounts.append(MountStep("bind", "/var/log/journal/" + mid, plan.journal_dir,
+        # The writable directory lives in a store only root may enter: container root can make
+        # setuid files and devices in it, which no host user must be able to reach.
+        plan.journal_dir = journal_link(settings.journal_root, mid)
+        data_dir = journal_data(settings.journal_root, mid)
+        plan.host_steps.append(HostStep("journal", data_dir, 0o755, uid=uid, gid=gid, label=label))
+        plan.mounts.append(MountStep("bind", "/var/log/journal/" + mid, data_dir,
                                      flags=("nosuid", "nodev", "noexec"), optional=True,
                                      reason="the container's journal, readable on the host with journalctl -D"))
 
@@ -298,7 +354,19 @@ def _own_cgroup_steps(plan: Plan, host_dir: str, target: str, uid: int | None, g
     if uid is not None:
         plan.host_steps.append(HostStep("chown-cgroup", host_dir, uid=uid, gid=gid))
     plan.mounts.append(MountStep("bind", target, host_dir, flags=("nosuid", "nodev", "noexec"), create=False,
-                                 reason="the container's own cgroup, writable for systemd"))
+                                 on="cgroup", reason="the container's own cgroup, writable for systemd"))
+
+
+def _hide_siblings(plan: Plan, base: str, rel: str) -> None:
+    """Without a cgroup namespace systemd needs its cgroup at its full path below `base`, and the
+    whole hierarchy would show every other container's group on the way. A read-only tmpfs over
+    the first directory of the path holds only the chain down to the container's own group."""
+    first, _, rest = rel.partition("/")
+    if not rest:
+        return  # directly below the top: only top-level names are visible
+    plan.mounts.append(MountStep("tmpfs", f"{base}/{first}", "tmpfs", ["mode=755", "size=1m", "nr_inodes=4k"],
+                                 ("nosuid", "nodev", "noexec"), create=False, on="cgroup", dirs=[rest],
+                                 reason="hides the groups of other containers next to the container's own"))
 
 
 def _plan_cgroups(plan: Plan, spec: Spec, facts: HostFacts, rootfs: str, uid: int | None, gid: int | None) -> None:
@@ -327,8 +395,9 @@ def _plan_cgroups(plan: Plan, spec: Spec, facts: HostFacts, rootfs: str, uid: in
             _own_cgroup_steps(plan, own, "/sys/fs/cgroup/systemd", uid, gid)
         else:
             plan.mounts.append(MountStep("bind", "/sys/fs/cgroup/systemd", hierarchy.mountpoint,
-                                         flags=("ro", "nosuid", "nodev", "noexec"), create=False,
+                                         flags=("ro", "nosuid", "nodev", "noexec"), create=False, on="cgroup",
                                          reason="the name=systemd hierarchy, read-only: the container's path exists"))
+            _hide_siblings(plan, "/sys/fs/cgroup/systemd", rel)
             _own_cgroup_steps(plan, own, "/sys/fs/cgroup/systemd/" + rel, uid, gid)
     unified = _container_mount(facts, rootfs, "/sys/fs/cgroup/unified")
     if unified is not None and unified.fstype == "cgroup2":
@@ -349,4 +418,6 @@ def _plan_cgroup2(plan: Plan, facts: HostFacts, mount: MountInfo, base: str, uid
     own = cgroup_host_dir(facts.host_mounts, None, path)
     if own is None:
         raise HookError("the host's cgroup2 hierarchy is not mounted where the hook can reach it")
+    if rel:
+        _hide_siblings(plan, base, rel)
     _own_cgroup_steps(plan, own, base + ("/" + rel if rel else ""), uid, gid)

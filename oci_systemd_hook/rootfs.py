@@ -3,10 +3,18 @@
 Every lookup goes through openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS):
 absolute symlinks and `..` are clamped to the root, /proc magic links are
 refused, and what comes back is a descriptor, so nothing can be swapped
-between checking and using. Lookups open O_PATH, which never blocks on a FIFO
-or opens a device. Creating is limited to what a mount needs: a missing
-directory or an empty regular file, made with O_EXCL/mkdirat relative to a
-descriptor, never following a symlink in the last component.
+between checking and using. Nothing in the image is ever opened except as
+O_PATH, which never blocks on a FIFO and never opens a device.
+
+Creating is limited to what a mount needs: a missing directory (mkdirat) or an
+empty regular file (mknodat), relative to a parent descriptor that was checked
+first, so neither ever follows a symlink nor opens what it finds.
+
+In-root resolution keeps a path inside the root's *directory tree*, but the tree
+also holds the runtime's mounts: a bind of a host directory at /data is inside
+the root too. With `allowed` set, every directory the hook creates in and every
+target it returns must lie on one of those mounts (by mount id), so that an
+image symlink such as /run -> /data cannot make the hook write into a volume.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from oci_systemd_hook.errors import InputError, ReadOnlyImage
 
 _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY
+_MAX_LINK_HOPS = 8
 _KIND = {stat.S_IFDIR: "a directory", stat.S_IFREG: "a regular file", stat.S_IFLNK: "a symlink",
          stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
          stat.S_IFSOCK: "a socket"}
@@ -29,15 +38,26 @@ def kind_of(mode: int) -> str:
     return _KIND.get(stat.S_IFMT(mode), "an unknown file type")
 
 
-class Root:
-    """An open directory that every path is resolved inside."""
+class ForeignMount(InputError):
+    """A path the hook would use lies on a mount that is not the container's own."""
 
-    def __init__(self, path: str) -> None:
+
+class Root:
+    """An open directory that every path is resolved inside.
+
+    `allowed` (mount ids) restricts where targets may lie and where anything may be
+    created; None means no restriction (the image doctor only reads). `mounts` names
+    mount ids for messages.
+    """
+
+    def __init__(self, path: str, allowed: set[int] | None = None, mounts: dict[int, str] | None = None) -> None:
         try:
             self.fd = os.open(path, _O_PATH_DIR | os.O_CLOEXEC)
         except OSError as exc:
             raise InputError(f"cannot open the container root {path}: {exc.strerror}") from None
         self.path = path
+        self.allowed = allowed
+        self.mounts = mounts or {}
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -61,78 +81,97 @@ class Root:
         except OSError:
             return False
 
-    def open_dir(self, path: str, create: bool = False, mode: int = 0o755) -> int:
+    def check_mount(self, fd: int, path: str, allowed: set[int] | None = None) -> None:
+        """Refuse `fd` unless it lies on an allowed mount; closes fd when refusing."""
+        allowed = self.allowed if allowed is None else allowed
+        if allowed is None:
+            return
+        mid = linux.mount_id(fd)
+        if mid not in allowed:
+            os.close(fd)
+            where = self.mounts.get(mid, f"mount {mid}")
+            raise ForeignMount(f"refusing {path} in the image: it leads onto {where}, not onto the container's "
+                               "own root or a tmpfs of the hook (a symlink into a volume?)")
+
+    def open_dir(self, path: str, create: bool = False, mode: int = 0o755, allowed: set[int] | None = None) -> int:
         """An O_PATH fd of the directory `path`, made (with parents) when `create` and missing.
 
-        Raises InputError if something other than a directory stands in the way.
+        Raises InputError if something other than a directory stands in the way, and
+        ForeignMount if the directory or a parent it had to create in is not on an
+        allowed mount.
         """
         try:
-            return self._expect(self.resolve(path), stat.S_IFDIR, path)
+            fd = self._expect(self.resolve(path), stat.S_IFDIR, path)
         except OSError as exc:
             if exc.errno != errno.ENOENT or not create:
                 raise self._refuse(path, exc) from None
+        else:
+            self.check_mount(fd, path, allowed)
+            return fd
         parent, name = _split(path)
-        pfd = self.open_dir(parent, create=True, mode=mode) if parent != "/" else os.dup(self.fd)
+        pfd = self.open_dir(parent, create=True, mode=mode, allowed=allowed) if parent != "/" else self._root_dir(
+            allowed)
         try:
-            # Reopen the parent as a real directory fd: mkdirat needs one.
-            dfd = linux.openat2(pfd, ".", os.O_RDONLY | os.O_DIRECTORY, linux.RESOLVE_NO_SYMLINKS)
             try:
-                try:
-                    os.mkdir(name, mode, dir_fd=dfd)
-                except FileExistsError:
-                    pass  # a dangling symlink or a racing creator: the lookup below decides
-                except OSError as exc:
-                    raise self._refuse(path, exc) from None
-                try:
-                    fd = linux.openat2(dfd, name, os.O_PATH, linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS)
-                except OSError as exc:
-                    raise self._refuse(path, exc) from None
-                return self._expect(fd, stat.S_IFDIR, path)
-            finally:
-                os.close(dfd)
+                os.mkdir(name, mode, dir_fd=pfd)
+            except FileExistsError:
+                pass  # a dangling symlink or a racing creator: the lookup below decides
+            except OSError as exc:
+                raise self._refuse(path, exc) from None
+            try:
+                fd = linux.openat2(pfd, name, os.O_PATH, linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS)
+            except OSError as exc:
+                raise self._refuse(path, exc) from None
+            fd = self._expect(fd, stat.S_IFDIR, path)
+            self.check_mount(fd, path, allowed)
+            return fd
         finally:
             os.close(pfd)
 
-    def open_file(self, path: str, create: bool = False) -> int:
+    def open_file(self, path: str, create: bool = False, allowed: set[int] | None = None) -> int:
         """An O_PATH fd of the regular file `path`, created empty when `create` and missing.
 
-        A FIFO, device, socket or directory there is refused, never opened.
+        A dangling symlink is followed by hand, inside the root: its target is created
+        with mknodat in a checked parent, never opened. A FIFO, device, socket or
+        directory there is refused, never opened.
         """
-        try:
-            return self._expect(self.resolve(path), stat.S_IFREG, path)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT or not create:
-                raise self._refuse(path, exc) from None
-        parent, name = _split(path)
-        pfd = self.open_dir(parent, create=False)
-        try:
-            dfd = linux.openat2(pfd, ".", os.O_RDONLY | os.O_DIRECTORY, linux.RESOLVE_NO_SYMLINKS)
+        current = "/" + path.strip("/")
+        for _ in range(_MAX_LINK_HOPS):
+            try:
+                fd = self._expect(self.resolve(current), stat.S_IFREG, path)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT or not create:
+                    raise self._refuse(path, exc) from None
+            else:
+                self.check_mount(fd, path, allowed)
+                return fd
+            parent, name = _split(current)
+            pfd = self.open_dir(parent, create=False, allowed=allowed) if parent != "/" else self._root_dir(allowed)
             try:
                 try:
-                    wfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                  0o644, dir_fd=dfd)
-                    os.close(wfd)
+                    os.mknod(name, stat.S_IFREG | 0o644, dir_fd=pfd)
+                    continue  # made: the lookup above returns it
                 except FileExistsError:
-                    # A dangling symlink: let the kernel follow it, clamped inside the root.
-                    try:
-                        wfd = self.resolve(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY)
-                    except OSError as exc:
-                        raise self._refuse(path, exc) from None
-                    try:
-                        if not stat.S_ISREG(os.fstat(wfd).st_mode):
-                            raise InputError(f"refusing {path} in the image: it is {kind_of(os.fstat(wfd).st_mode)}")
-                    finally:
-                        os.close(wfd)
+                    pass
                 except OSError as exc:
                     raise self._refuse(path, exc) from None
+                # Something is there yet resolving it found nothing: a dangling symlink.
+                try:
+                    link = os.readlink(name, dir_fd=pfd)
+                except OSError as exc:
+                    if exc.errno == errno.EINVAL:  # not a link after all: a racing creator; look again
+                        continue
+                    raise self._refuse(path, exc) from None
             finally:
-                os.close(dfd)
-        finally:
-            os.close(pfd)
-        try:
-            return self._expect(self.resolve(path), stat.S_IFREG, path)
-        except OSError as exc:
-            raise self._refuse(path, exc) from None
+                os.close(pfd)
+            # Its target, as the kernel would see it: relative to the link's directory, clamped to the root.
+            current = link if link.startswith("/") else parent.rstrip("/") + "/" + link
+        raise InputError(f"refusing {path} in the image: {os.strerror(errno.ELOOP)}")
+
+    def _root_dir(self, allowed: set[int] | None) -> int:
+        fd = os.dup(self.fd)
+        self.check_mount(fd, "/", allowed)
+        return fd
 
     def host_path(self, fd: int) -> str:
         """The path the kernel reports for fd (as seen from the current mount namespace)."""

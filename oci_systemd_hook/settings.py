@@ -24,6 +24,7 @@ KNOBS: dict[str, tuple[str, str]] = {
     "journal": ("journal", "what poststop does with the linked journal: keep (default), remove, or off (no link)"),
     "run-size": ("size", "size of the /run, /run/lock and /var/log/journal tmpfs (default 64m)"),
     "tmp-size": ("size", "size of the /tmp tmpfs; auto (default) is half the memory limit when that is below RAM"),
+    "max-size": ("size", "the largest tmpfs size an annotation may ask for; larger ones are cut to it (default 25%)"),
     "debug": ("bool", "log every step to stderr and syslog"),
 }
 #: Knobs a container may set for itself through annotations.
@@ -39,13 +40,32 @@ def parse_bool(value: str, where: str) -> bool:
     raise InputError(f"{where}: expected true or false, got {value[:40]!r}")
 
 
+#: The kernel parses tmpfs sizes into 64 bits and wraps silently: 2**64 becomes 0, which
+#: means *unlimited*. Anything at or above this is refused instead.
+MAX_SIZE_BYTES = 1 << 62
+_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
 def check_size(value: str, where: str) -> str:
-    """A tmpfs size: bytes with an optional k/m/g suffix, or a percentage of RAM."""
+    """A tmpfs size: bytes with an optional k/m/g suffix, or 1 to 100 percent of RAM."""
     text = value.strip().lower()
     digits = text[:-1] if text[-1:] in ("k", "m", "g", "%") else text
     if not digits.isdigit() or not digits.isascii() or int(digits) == 0 or len(digits) > 18:
         raise InputError(f"{where}: expected a size such as 64m, 512k, 1g or 25%, got {value[:40]!r}")
+    if text.endswith("%"):
+        if int(digits) > 100:
+            raise InputError(f"{where}: {value[:40]!r} is more than all of the host's memory")
+    elif int(digits) * _UNITS.get(text[-1:], 1) >= MAX_SIZE_BYTES:
+        raise InputError(f"{where}: {value[:40]!r} is out of range (the kernel would wrap it to unlimited)")
     return text
+
+
+def size_bytes(text: str, ram: int) -> int:
+    """Bytes of a size that check_size accepted; a percentage is of `ram`."""
+    if text.endswith("%"):
+        return ram * int(text[:-1]) // 100
+    unit = _UNITS.get(text[-1:], 1)
+    return int(text[:-1] if unit > 1 else text) * unit
 
 
 class Settings:
@@ -57,7 +77,10 @@ class Settings:
         self.journal = "keep"
         self.run_size = "64m"
         self.tmp_size = "auto"
+        self.max_size = "25%"
         self.debug = False
+        #: Knobs whose value came from the container's annotations (untrusted).
+        self.from_annotations: set[str] = set()
 
     def set(self, name: str, value: str, where: str) -> None:
         kind = KNOBS[name][0]
@@ -88,6 +111,17 @@ class Settings:
             key = ANNOTATION_PREFIX + name
             if key in annotations:
                 self.set(name, annotations[key], f"annotation {key}")
+                self.from_annotations.add(name)
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name.replace("-", "_")) for name in KNOBS}
+
+    def size(self, name: str, ram: int) -> str:
+        """The tmpfs size option for knob `name`, cut to max-size when an annotation set it."""
+        value: str = getattr(self, name.replace("-", "_"))
+        if name not in self.from_annotations or not ram:
+            return value
+        limit = size_bytes(self.max_size, ram)
+        if size_bytes(value, ram) > limit:
+            return f"{max(limit // 1024, 1024)}k"
+        return value

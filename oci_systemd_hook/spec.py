@@ -22,6 +22,12 @@ class Mount:
         self.source = source
         self.options = options or []
 
+    @property
+    def is_real_tmpfs(self) -> bool:
+        """A fresh tmpfs of the container's own. runc treats `type: tmpfs` with bind options
+        as a bind of the *source*, a host directory: that is no tmpfs of the container's."""
+        return self.type == "tmpfs" and not any(o in ("bind", "rbind") for o in self.options)
+
 
 class IdMap:
     """One line of `linux.uidMappings`/`gidMappings`."""

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from oci_systemd_hook import registry
+from oci_systemd_hook.hostfacts import parse_mountinfo
 from oci_systemd_hook.ids import machine_id_for
 from tests.fakecontainer import USERNS, FakeContainer, container_table, host_table, needs_root
 
@@ -212,15 +214,15 @@ def test_poststop_after_a_killed_prestart(tmp_path: Path, func: str, n: int) -> 
 
 
 def _record(c: FakeContainer, **extra: object) -> dict[str, object]:
-    """A record as apply._write_record writes it."""
+    """A record as apply.Record writes it."""
     mid = machine_id_for(c.name)
     rootfs = str(c.rootfs)
     record: dict[str, object] = {
-        "id": c.name, "rootfs": rootfs, "machine_id": mid, "journal_dir": str(c.journal_root / mid),
-        "journal_created": True, "journal_mode": "keep",
+        "id": c.name, "bundle": str(c.bundle), "pid": c.pid, "rootfs": rootfs, "machine_id": mid,
+        "journal_root": str(c.journal_root), "journal": mid, "journal_created": True, "journal_mode": "keep",
         "planned": [rootfs + t for t in ("/run", "/run/lock", "/tmp", "/var/log/journal", "/run/host",
                                          "/etc/machine-id", f"/var/log/journal/{mid}")],
-        "mounted": [rootfs + "/run", rootfs + "/run/secrets"],
+        "mounted": [rootfs + "/run", rootfs + "/run/secrets"], "propagated": [], "complete": True,
     }
     record.update(extra)
     return record
@@ -240,7 +242,7 @@ def _write_state(c: FakeContainer, record: bytes) -> Path:
 def test_poststop_after_a_simulated_crash(tmp_path: Path, kind: str) -> None:
     with FakeContainer(tmp_path) as c:
         mid = machine_id_for(c.name)
-        (c.journal_root / mid).mkdir()
+        registry.claim_journal(str(c.journal_root), mid, c.name, 0o755, None, None)
         data = {"record": json.dumps(_record(c, journal_mode="remove")).encode(), "corrupt-record": b'{"id": ',
                 "empty-record": b"", "record-not-object": b"[1, 2]"}[kind]
         state = _write_state(c, data)
@@ -262,24 +264,58 @@ def _umount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
 
 
-def test_poststop_unmounts_propagated_leftovers_only_below_the_rootfs(tmp_path: Path) -> None:
-    """A prestart killed with rootfsPropagation=shared leaves mounts in the host's namespace:
-    poststop takes off the ones below the recorded rootfs, never anything else it lists."""
+def _mount_id(path: Path) -> int:
+    found = [m.mount_id for m in parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+             if m.mountpoint == str(path)]
+    return found[-1]
+
+
+def test_poststop_unmounts_recorded_propagated_mounts_only(tmp_path: Path) -> None:
+    """Mounts that propagated to the host (rootfsPropagation=shared) are taken off by their
+    recorded identity: never one outside the rootfs, never one whose id is not the recorded one."""
     with FakeContainer(tmp_path) as c:
-        inside, outside = c.rootfs / "run", tmp_path / "outside"
+        inside, outside, other = c.rootfs / "run", tmp_path / "outside", c.rootfs / "tmp"
         host_before = host_table(c.tmp)
-        _mount_tmpfs(inside)
-        _mount_tmpfs(outside)
+        for p in (inside, outside, other):
+            _mount_tmpfs(p)
         try:
-            record = _record(c, mounted=[str(inside), str(outside), "/", "/run", str(c.rootfs)])
+            host_run = _mount_id(Path("/run")) if any(m[0] == "/run" for m in host_table(c.tmp)) else 1
+            record = _record(c, propagated=[[_mount_id(inside), str(inside), "tmpfs"],
+                                            [_mount_id(outside), str(outside), "tmpfs"],
+                                            [_mount_id(other) + 100000, str(other), "tmpfs"],
+                                            [host_run, "/run", "tmpfs"]])
             state = _write_state(c, json.dumps(record).encode())
             stop = c.poststop()
             assert stop.returncode == 0, stop.stderr
             assert not state.exists()
             table = host_table(c.tmp)
-            assert not any(m[0] == str(inside) for m in table), "the leftover below the rootfs is still mounted"
+            assert not any(m[0] == str(inside) for m in table), "the recorded mount below the rootfs is still there"
             assert any(m[0] == str(outside) for m in table), "poststop unmounted something outside the rootfs"
+            assert any(m[0] == str(other) for m in table), "poststop unmounted a mount it did not record"
         finally:
-            _umount(inside)
-            _umount(outside)
+            for p in (inside, outside, other):
+                _umount(p)
+        assert host_table(c.tmp) == host_before
+
+
+def test_poststop_after_a_killed_prestart_takes_off_only_new_mounts(tmp_path: Path) -> None:
+    """No `propagated` list (killed before writing it): what appeared below the rootfs since
+    the recorded `host_before` is the hook's; a mount that was there before is not."""
+    with FakeContainer(tmp_path) as c:
+        old, new = c.rootfs / "tmp", c.rootfs / "run"
+        host_before = host_table(c.tmp)
+        _mount_tmpfs(old)
+        try:
+            ids = [m.mount_id for m in parse_mountinfo(Path("/proc/self/mountinfo").read_text())]
+            _mount_tmpfs(new)
+            record = _record(c, complete=False, host_before=ids, propagated=[])
+            state = _write_state(c, json.dumps(record).encode())
+            assert c.poststop().returncode == 0
+            assert not state.exists()
+            table = host_table(c.tmp)
+            assert not any(m[0] == str(new) for m in table)
+            assert any(m[0] == str(old) for m in table), "a mount that predates the prestart was taken off"
+        finally:
+            _umount(old)
+            _umount(new)
         assert host_table(c.tmp) == host_before

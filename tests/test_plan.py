@@ -124,6 +124,8 @@ def tmpfs_mounts(tmp: list[str] | None = None, extra: list[str] | None = None) -
     ]
 
 
+#: The read-only tmpfs that hides the groups next to the container's own (V1_PATH: /user.slice/c1).
+HIDE_V1 = ("tmpfs", "/sys/fs/cgroup/systemd/user.slice", "tmpfs", ["mode=755", "size=1m", "nr_inodes=4k"], NOEXEC)
 MASK = ("mask", "/run/systemd/system/systemd-machine-id-commit.service", "/dev/null", [], ())
 
 
@@ -132,19 +134,20 @@ def interface_mounts(mid: str = MID) -> list[tuple[Any, ...]]:
         ("bind", "/run/host", STATE + "/host", [], RO),
         ("bind", "/etc/machine-id", STATE + "/machine-id", [], RO),
         MASK,
-        ("bind", "/var/log/journal/" + mid, JROOT + "/" + mid, [], NOEXEC),
+        ("bind", "/var/log/journal/" + mid, JROOT + "/.oci-systemd-hook/" + mid, [], NOEXEC),
     ]
 
 
 def default_host_steps(mid: str = MID, manager: str = "oci", uid: int | None = None) -> list[tuple[Any, ...]]:
     return [
         ("mkdir", STATE, 0o755, "", None, None, "", ""),
+        ("claim", "/srv/state/.machine-ids/" + mid, 0o755, "", None, None, "", ""),
         ("mkdir", STATE + "/host", 0o755, "", None, None, "", ""),
         ("write", STATE + "/host/container-manager", 0o444, manager + "\n", None, None, "", ""),
         ("write", STATE + "/host/container-uuid", 0o444, uuid_format(mid) + "\n", None, None, "", ""),
         ("copy", STATE + "/host/os-release", 0o444, "", None, None, "", "/etc/os-release"),
         ("write", STATE + "/machine-id", 0o444, mid + "\n", None, None, "", ""),
-        ("mkdir", JROOT + "/" + mid, 0o755, "", uid, uid, "", ""),
+        ("journal", JROOT + "/.oci-systemd-hook/" + mid, 0o755, "", uid, uid, "", ""),
     ]
 
 
@@ -155,8 +158,10 @@ def test_plain_v1_runc_layout() -> None:
     assert plan.journal_mode == "keep"
     assert mounts_of(plan) == tmpfs_mounts() + interface_mounts() + [
         ("bind", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/systemd", [], RO),
+        HIDE_V1,
         ("bind", "/sys/fs/cgroup/systemd" + V1_PATH, "/sys/fs/cgroup/systemd" + V1_PATH, [], NOEXEC),
     ]
+    assert plan.mounts[-2].dirs == ["c1"] and plan.mounts[-2].on == "cgroup"
     assert host_of(plan) == default_host_steps()
     assert plan.skipped == []
     assert plan.notes == []
@@ -165,6 +170,7 @@ def test_plain_v1_runc_layout() -> None:
     assert by_target[MASK[1]].node == "symlink"
     assert all(m.node == "dir" for t, m in by_target.items() if t not in ("/etc/machine-id", MASK[1]))
     assert [t for t, m in by_target.items() if not m.create] == ["/sys/fs/cgroup/systemd",
+                                                                 "/sys/fs/cgroup/systemd/user.slice",
                                                                  "/sys/fs/cgroup/systemd" + V1_PATH]
     assert all(m.submounts == [] for m in plan.mounts)
 
@@ -218,7 +224,10 @@ def test_v2_with_cgroupns() -> None:
 def test_v2_without_cgroupns() -> None:
     plan = plan_for(facts=v2_facts("/"))
     assert mounts_of(plan)[-1] == ("bind", "/sys/fs/cgroup" + V2_PATH, "/sys/fs/cgroup" + V2_PATH, [], NOEXEC)
-    assert len(plan.mounts) == 9
+    assert len(plan.mounts) == 10
+    hide = plan.mounts[-2]
+    assert (hide.kind, hide.target, hide.dirs) == ("tmpfs", "/sys/fs/cgroup/" + V2_PATH.split("/")[1],
+                                                  ["/".join(V2_PATH.split("/")[2:])])
 
 
 def test_v2_in_the_root_cgroup_is_refused() -> None:
@@ -360,7 +369,7 @@ def test_user_namespace() -> None:
     own = "/sys/fs/cgroup/systemd" + V1_PATH
     iface = [(*MASK[:3], ["uid=100000", "gid=100000"], ()) if m == MASK else m for m in interface_mounts()]
     assert mounts_of(plan) == tmpfs_mounts(extra=["uid=100000", "gid=100000"]) + iface + [
-        ("bind", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/systemd", [], RO), ("bind", own, own, [], NOEXEC)]
+        ("bind", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/systemd", [], RO), HIDE_V1, ("bind", own, own, [], NOEXEC)]
     chown = ("chown-cgroup", own, 0o755, "", 100000, 100000, "", "")
     assert host_of(plan) == [*default_host_steps(uid=100000), chown]
 
@@ -381,7 +390,7 @@ def test_mount_label_with_selinux() -> None:
     context = f'context="{LABEL}"'
     assert mounts_of(plan)[:4] == tmpfs_mounts(extra=[context])
     labelled = {h.path for h in plan.host_steps if h.label == LABEL}
-    assert labelled == {STATE, STATE + "/host", STATE + "/machine-id", JROOT + "/" + MID}
+    assert labelled == {STATE, STATE + "/host", STATE + "/machine-id", JROOT + "/.oci-systemd-hook/" + MID}
     assert plan.notes == []
     assert f"label {LABEL}" in plan.render()
 

@@ -11,7 +11,8 @@ from oci_systemd_hook.settings import ANNOTATION_KNOBS, KNOBS, Settings, check_s
 def test_defaults() -> None:
     s = Settings()
     assert s.as_dict() == {"state-dir": "/run/oci-systemd-hook", "journal-root": "/var/log/journal",
-                           "journal": "keep", "run-size": "64m", "tmp-size": "auto", "debug": False}
+                           "journal": "keep", "run-size": "64m", "tmp-size": "auto", "max-size": "25%",
+                           "debug": False}
     assert list(s.as_dict()) == list(KNOBS)
 
 
@@ -21,7 +22,7 @@ def test_env() -> None:
                  "OCI_SYSTEMD_HOOK_JOURNAL": "remove", "OCI_SYSTEMD_HOOK_RUN_SIZE": "32M",
                  "OCI_SYSTEMD_HOOK_TMP_SIZE": "25%", "OCI_SYSTEMD_HOOK_DEBUG": "yes", "PATH": "/bin"})
     assert s.as_dict() == {"state-dir": "/srv/state", "journal-root": "/srv/journal", "journal": "remove",
-                           "run-size": "32m", "tmp-size": "25%", "debug": True}
+                           "run-size": "32m", "tmp-size": "25%", "max-size": "25%", "debug": True}
 
 
 def test_env_empty_values_are_ignored() -> None:
@@ -60,6 +61,37 @@ def test_bad_sizes(value: str) -> None:
         Settings().set("run-size", value, "--run-size")
     assert info.value.code == 2
     assert info.value.message.startswith("--run-size: expected a size such as 64m, 512k, 1g or 25%")
+
+
+@pytest.mark.parametrize("value", ["17179869184g", "8589934592g",
+                                   "4503599627370496k", "101%", "100000%"])
+def test_sizes_the_kernel_would_wrap_or_that_exceed_ram(value: str) -> None:
+    """17179869184g is 2**64 bytes: the kernel wraps it to 0, an unlimited tmpfs."""
+    with pytest.raises(InputError, match=r"out of range|more than all of the host's memory") as info:
+        Settings().set("run-size", value, "--run-size")
+    assert info.value.code == 2
+
+
+def test_annotation_sizes_are_cut_to_max_size() -> None:
+    ram = 8 << 30
+    s = Settings()
+    s.apply_annotations({"oci-systemd-hook.run-size": "100%", "oci-systemd-hook.tmp-size": "1g"})
+    assert s.size("run-size", ram) == f"{ram // 4 // 1024}k"  # the default max-size is 25% of RAM
+    assert s.size("tmp-size", ram) == "1g"  # below the maximum: as asked
+    s = Settings()
+    s.set("max-size", "512m", "--max-size")
+    s.apply_annotations({"oci-systemd-hook.tmp-size": "4g"})
+    assert s.size("tmp-size", ram) == "524288k"
+    # The host's own choices (flags, environment) are not cut.
+    s = Settings()
+    s.set("run-size", "100%", "--run-size")
+    assert s.size("run-size", ram) == "100%"
+
+
+def test_max_size_is_not_an_annotation_knob() -> None:
+    s = Settings()
+    s.apply_annotations({"oci-systemd-hook.max-size": "100%"})
+    assert s.max_size == "25%"
 
 
 def test_auto_only_for_tmp_size() -> None:
@@ -127,7 +159,8 @@ def test_annotation_knobs_only_tune_the_container() -> None:
     s.apply_annotations({"oci-systemd-hook.journal": "remove", "oci-systemd-hook.run-size": "8m",
                          "oci-systemd-hook.tmp-size": "128m", "oci-systemd-hook.debug": "true"})
     assert s.as_dict() == {"state-dir": "/run/oci-systemd-hook", "journal-root": "/var/log/journal",
-                           "journal": "remove", "run-size": "8m", "tmp-size": "128m", "debug": True}
+                           "journal": "remove", "run-size": "8m", "tmp-size": "128m", "max-size": "25%",
+                           "debug": True}
 
 
 def test_annotations_cannot_choose_host_paths() -> None:
