@@ -236,7 +236,7 @@ class _Where:
 
 def _mount_tmpfs(root: Root, step: MountStep, where_ok: _Where, attached: list[int], mounted: list[str],
                  log: Log) -> None:
-    tfd = root.open_dir(step.target, create=step.create, allowed=where_ok.allowed(step))
+    tfd = root.open_dir(step.target, create=step.create, allowed=where_ok.allowed(step), target=True)
     try:
         where = root.host_path(tfd)
         prefix = root.path.rstrip("/")
@@ -284,9 +284,9 @@ def _mount_tmpfs(root: Root, step: MountStep, where_ok: _Where, attached: list[i
 def _mount_bind(root: Root, step: MountStep, src: int, where_ok: _Where, attached: list[int], mounted: list[str],
                 log: Log) -> None:
     if step.node == "file":
-        tfd = root.open_file(step.target, create=step.create, allowed=where_ok.allowed(step))
+        tfd = root.open_file(step.target, create=step.create, allowed=where_ok.allowed(step), target=True)
     else:
-        tfd = root.open_dir(step.target, create=step.create, allowed=where_ok.allowed(step))
+        tfd = root.open_dir(step.target, create=step.create, allowed=where_ok.allowed(step), target=True)
     try:
         where = root.host_path(tfd)
         _fault("move_mount")

@@ -273,6 +273,9 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
     if spec.readonly:
         if VAR_LIB_SYSTEMD in provided:
             plan.skipped.append((VAR_LIB_SYSTEMD, "config.json already mounts it"))
+        elif foreign(VAR_LIB_SYSTEMD):
+            plan.skipped.append((VAR_LIB_SYSTEMD, f"config.json mounts {foreign(VAR_LIB_SYSTEMD)} from elsewhere; "
+                                                  "not creating a mount point in it"))
         else:
             data = ["mode=755", f"size={run_size}"]
             plan.mounts.append(MountStep("tmpfs", VAR_LIB_SYSTEMD, "tmpfs", data + owner_data + label_data,

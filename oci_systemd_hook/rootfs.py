@@ -81,19 +81,37 @@ class Root:
         except OSError:
             return False
 
-    def check_mount(self, fd: int, path: str, allowed: set[int] | None = None) -> None:
-        """Refuse `fd` unless it lies on an allowed mount; closes fd when refusing."""
+    def check_mount(self, fd: int, path: str, allowed: set[int] | None = None, target: bool = False) -> None:
+        """Refuse `fd` unless it lies on an allowed mount; closes fd when refusing.
+
+        A mount `target` that the runtime or the host made a mount point of (R/run being a
+        host tmpfs, root.path "/") writes nothing into that mount: it is accepted when its
+        path leads there without following any symlink, since only a symlink is the image's
+        doing. Creating inside a directory is never accepted that way.
+        """
         allowed = self.allowed if allowed is None else allowed
         if allowed is None:
             return
         mid = linux.mount_id(fd)
-        if mid not in allowed:
+        if mid not in allowed and not (target and self._literal(fd, path)):
             os.close(fd)
             where = self.mounts.get(mid, f"mount {mid}")
             raise ForeignMount(f"refusing {path} in the image: it leads onto {where}, not onto the container's "
                                "own root or a tmpfs of the hook (a symlink into a volume?)")
 
-    def open_dir(self, path: str, create: bool = False, mode: int = 0o755, allowed: set[int] | None = None) -> int:
+    def _literal(self, fd: int, path: str) -> bool:
+        try:
+            lfd = self.resolve(path, os.O_PATH, linux.RESOLVE_NO_SYMLINKS)
+        except OSError:
+            return False
+        try:
+            a, b = os.fstat(fd), os.fstat(lfd)
+            return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and linux.mount_id(fd) == linux.mount_id(lfd)
+        finally:
+            os.close(lfd)
+
+    def open_dir(self, path: str, create: bool = False, mode: int = 0o755, allowed: set[int] | None = None,
+                 target: bool = False) -> int:
         """An O_PATH fd of the directory `path`, made (with parents) when `create` and missing.
 
         Raises InputError if something other than a directory stands in the way, and
@@ -106,7 +124,7 @@ class Root:
             if exc.errno != errno.ENOENT or not create:
                 raise self._refuse(path, exc) from None
         else:
-            self.check_mount(fd, path, allowed)
+            self.check_mount(fd, path, allowed, target)
             return fd
         parent, name = _split(path)
         pfd = self.open_dir(parent, create=True, mode=mode, allowed=allowed) if parent != "/" else self._root_dir(
@@ -128,7 +146,8 @@ class Root:
         finally:
             os.close(pfd)
 
-    def open_file(self, path: str, create: bool = False, allowed: set[int] | None = None) -> int:
+    def open_file(self, path: str, create: bool = False, allowed: set[int] | None = None,
+                  target: bool = False) -> int:
         """An O_PATH fd of the regular file `path`, created empty when `create` and missing.
 
         A dangling symlink is followed by hand, inside the root: its target is created
@@ -136,14 +155,14 @@ class Root:
         directory there is refused, never opened.
         """
         current = "/" + path.strip("/")
-        for _ in range(_MAX_LINK_HOPS):
+        for hop in range(_MAX_LINK_HOPS):
             try:
                 fd = self._expect(self.resolve(current), stat.S_IFREG, path)
             except OSError as exc:
                 if exc.errno != errno.ENOENT or not create:
                     raise self._refuse(path, exc) from None
             else:
-                self.check_mount(fd, path, allowed)
+                self.check_mount(fd, current, allowed, target and hop == 0)
                 return fd
             parent, name = _split(current)
             pfd = self.open_dir(parent, create=False, allowed=allowed) if parent != "/" else self._root_dir(allowed)

@@ -170,6 +170,9 @@ class FakeContainer:
             if kind == "tmpfs":
                 lines += [f"mkdir -p {d}", f"mount -t tmpfs -o mode=755 runtime {d}",
                           f"echo from-runtime > {d}/marker"]
+            elif kind == "volume":  # a host directory bound in, as config.json's "bind" mounts are
+                src = self.volume(dest)
+                lines += [f"mkdir -p {d}", f"mount --bind {shlex.quote(str(src))} {d}"]
             elif kind == "file":
                 src = self.tmp / ("runtime-file-" + dest.strip("/").replace("/", "_"))
                 src.write_text("runtime file\n")
@@ -178,6 +181,12 @@ class FakeContainer:
             lines += [f"mount -o remount,bind,ro {r}"]
         lines += ["echo ready", "exec sleep 1000"]
         return "\n".join(lines)
+
+    def volume(self, dest: str) -> Path:
+        """The host directory behind a "volume" runtime mount at `dest`."""
+        src = self.tmp / ("volume-" + dest.strip("/").replace("/", "_"))
+        src.mkdir(exist_ok=True)
+        return src
 
     def start(self) -> None:
         if self.cgroup == "v1":
@@ -225,8 +234,9 @@ class FakeContainer:
 
     def run_hook(self, stage: str | None = "prestart", state: dict[str, object] | None = None,
                  args: list[str] | None = None, env: dict[str, str] | None = None,
-                 stdin: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-I", "-m", "oci_systemd_hook"] + ([stage] if stage else [])
+                 stdin: bytes | None = None, timeout: float = 30,
+                 wrap: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        argv = [*(wrap or []), sys.executable, "-I", "-m", "oci_systemd_hook"] + ([stage] if stage else [])
         argv += self.hook_args() + (args or [])
         data = stdin if stdin is not None else json.dumps(state if state is not None else self.state()).encode()
         environ = {"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": ""} if env is None else env

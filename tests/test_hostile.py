@@ -126,3 +126,42 @@ def test_contained_dangling_machine_id_link_is_followed_inside(tmp_path: Path) -
         assert c.inside("/run/machine-id").read_text().strip() == c.machine_id()
         assert c.mount_at("/run/machine-id") is not None
         assert os.readlink(c.rootfs / "etc/machine-id") == "/run/machine-id", "the image's link is untouched"
+
+
+# --- symlinks into the runtime's own mounts (config.json binds: host directories) -------------------
+
+VOLUME_TARGETS = ["/run", "/run/lock", "/run/systemd", "/tmp", "/var/log", "/var/log/journal", "/etc",
+                  "/etc/machine-id", "/var/lib", "/var"]
+
+
+@pytest.mark.parametrize("propagation", ["private", "shared"])
+@pytest.mark.parametrize("target", VOLUME_TARGETS)
+def test_symlink_into_a_volume(tmp_path: Path, target: str, propagation: str) -> None:
+    """In-root resolution keeps a path inside the root's tree, and a volume is inside it too: an
+    image link into /vol must not make the hook create, chown or mount anything in the host
+    directory behind it, whatever it decides."""
+    mounts = [{"destination": "/vol", "type": "bind", "source": "/host/dir", "options": ["rbind", "rw"]}]
+    config = {"mounts": mounts, "root": {"path": "rootfs", "readonly": target == "/var/lib"}}
+    host_before = host_mount_table()
+    with FakeContainer(tmp_path / "c", config=config, runtime_mounts=[("volume", "/vol")],
+                       propagation=propagation) as c:
+        volume = c.volume("/vol")
+        (volume / "existing").mkdir()
+        (volume / "existing" / "file").write_text("the tenant's data\n")
+        before = tree_snapshot(volume)
+        link = "/vol/existing" if target == "/etc/machine-id" else "/vol"
+        replace_with_link(c.rootfs, target, link)
+        mounts_before = {(m.mountpoint, m.mount_id) for m in c.mounts()}
+        res = c.run_hook(timeout=20)
+        assert "Traceback" not in res.stderr
+        assert res.returncode in (0, 2), res.stderr
+        if res.returncode:
+            assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+            assert "refusing" in res.stderr
+        new = [m.mountpoint for m in c.mounts() if (m.mountpoint, m.mount_id) not in mounts_before]
+        on_volume = [p for p in new if p == str(c.rootfs) + "/vol" or p.startswith(str(c.rootfs) + "/vol/")]
+        assert on_volume == [], f"mounted onto the volume: {on_volume}"
+        assert tree_snapshot(volume) == before, "the hook changed the host directory behind the volume"
+        assert c.poststop().returncode == 0
+        assert tree_snapshot(volume) == before
+    assert host_mount_table() == host_before

@@ -6,6 +6,7 @@ afterwards."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -100,14 +101,19 @@ def test_ten_containers_in_parallel(tmp_path: Path) -> None:
         assert not bad, bad
         machine_ids = {c.exec(["cat", "/etc/machine-id"]).strip() for c in containers}
         assert machine_ids == {machine_id_for(c.id) for c in containers}, "each its own machine id"
-        assert sorted(p.name for p in h.state_dir.iterdir()) == sorted(c.id for c in containers)
+        assert sorted(p.name for p in h.state_dir.iterdir() if not p.name.startswith(".")) == sorted(
+            c.id for c in containers)
+        claims = {p.name: os.readlink(p) for p in (h.state_dir / ".machine-ids").iterdir()}
+        assert claims == {machine_id_for(c.id): c.id for c in containers}, "each machine id claimed by its container"
         for c in containers:
             c.kill(realboot.SIGRTMIN_3)
         for c in containers:
             assert c.wait_stopped(timeout=120), f"{c.id} did not halt"
             c.delete()
     h.check_host()
-    assert len(list(h.journal_root.iterdir())) == PARALLEL, "one journal per container, kept"
+    links = [p for p in h.journal_root.iterdir() if not p.name.startswith(".")]
+    assert len(links) == PARALLEL, "one journal per container, kept"
+    assert all(p.is_symlink() and p.is_dir() for p in links)
 
 
 @pytest.mark.parametrize(("cgroup", "cgroupns"), [("v1", False), ("v2", True)], ids=["v1", "v2-cgroupns"])
