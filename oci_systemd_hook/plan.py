@@ -226,8 +226,11 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
     if run_size != settings.run_size:
         plan.notes.append(f"run-size {settings.run_size} from an annotation is above max-size "
                           f"{settings.max_size}: cut to {run_size}")
-    sizes = {"/run": run_size, "/run/lock": run_size, "/tmp": tmp_size(settings, spec, facts),
-             "/var/log/journal": run_size}
+    tmp = tmp_size(settings, spec, facts)
+    if settings.tmp_size != "auto" and tmp != settings.tmp_size:
+        plan.notes.append(f"tmp-size {settings.tmp_size} from an annotation is above max-size "
+                          f"{settings.max_size}: cut to {tmp}")
+    sizes = {"/run": run_size, "/run/lock": run_size, "/tmp": tmp, "/var/log/journal": run_size}
     modes = {"/run": "755", "/run/lock": "755", "/tmp": "1777", "/var/log/journal": "755"}
     flags = {"/run": ("nosuid", "nodev"), "/run/lock": ("nosuid", "nodev", "noexec"), "/tmp": ("nosuid", "nodev"),
              "/var/log/journal": ("nosuid", "nodev", "noexec")}

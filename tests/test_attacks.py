@@ -447,3 +447,22 @@ def test_v2_nested_cgroup_path_without_cgroupns_hides_sibling_groups(tmp_path: P
         finally:
             c.ns.run(["sh", "-c", f"rmdir /sys/fs/cgroup/{parent}/other-container /sys/fs/cgroup/{parent}/* "
                                   f"/sys/fs/cgroup/{parent} 2>/dev/null; true"], check=False)
+
+
+# --- 11. container-only layouts end cleanly ---------------------------------------------------------
+
+def test_user_namespace_with_run_linked_to_var_run_boots(tmp_path: Path, world: Path) -> None:
+    """An image whose /run is a symlink to /var/run (the reverse of Debian's), in a user namespace."""
+    h = Hook(world, world / "journal")
+    with h.container("c", userns=100000) as c:
+        r = c.rootfs
+        (r / "var" / "run").unlink()
+        (r / "var" / "run").mkdir()
+        os.lchown(r / "var" / "run", 100000, 100000)
+        subprocess.run(["rm", "-rf", str(r / "run")], check=True)
+        os.symlink("/var/run", r / "run")
+        os.lchown(r / "run", 100000, 100000)
+        boot(c)
+        assert c.exec(["findmnt", "-no", "FSTYPE", "/var/run"]).split()[-1] == "tmpfs"
+        assert c.exec(["readlink", "/run/systemd/system/systemd-machine-id-commit.service"]).strip() == "/dev/null"
+        halt(c)

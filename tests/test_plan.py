@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from oci_systemd_hook import jsonlite
-from oci_systemd_hook.errors import HookError
+from oci_systemd_hook.errors import HookError, InputError
 from oci_systemd_hook.hostfacts import HostFacts, parse_mountinfo, parse_proc_cgroup
 from oci_systemd_hook.ids import machine_id_for, uuid_format
 from oci_systemd_hook.ocistate import State
@@ -534,3 +534,111 @@ def test_read_only_root_leaves_a_provided_var_lib_systemd_alone() -> None:
     plan = plan_for(make_spec(root={"path": "rootfs", "readonly": True}, mounts=mounts))
     assert "/var/lib/systemd" not in [m.target for m in plan.mounts]
     assert ("/var/lib/systemd", "config.json already mounts it") in plan.skipped
+
+
+# --- what a tenant cannot choose: machine ids, journals, sizes (the threat model) -------------------
+
+UUID_MID = "0f1e2d3c4b5a49688776655443322110"
+
+
+def uuid_spec(mid: str = UUID_MID, **overrides: Any) -> Spec:
+    return make_spec(process={"args": ["/sbin/init"], "env": ["container_uuid=" + mid]}, **overrides)
+
+
+@pytest.mark.parametrize(("facts_attrs", "why"), [
+    ({"host_machine_id": UUID_MID}, "it is the host's own machine id"),
+    ({"mid_claims": {UUID_MID: "other"}}, "the live container other has it"),
+    ({"journal_owners": {UUID_MID: "other"}}, "its journal on the host belongs to container other"),
+    ({"journal_owners": {UUID_MID: ""}}, "a journal directory of that name on the host is not the hook's"),
+])
+def test_container_uuid_aimed_at_someone_else_is_not_honoured(facts_attrs: dict[str, Any], why: str) -> None:
+    plan = plan_for(uuid_spec(), make_facts(**facts_attrs))
+    assert plan.machine_id == MID, "the container's own id instead"
+    assert plan.notes == [f"machine id {UUID_MID} not used: {why}"]
+    assert plan.journal_dir == JROOT + "/" + MID
+
+
+def test_container_uuid_of_its_own_is_honoured() -> None:
+    facts = make_facts(mid_claims={UUID_MID: CID}, journal_owners={UUID_MID: CID})
+    plan = plan_for(uuid_spec(), facts)
+    assert (plan.machine_id, plan.notes) == (UUID_MID, [])
+    assert ("journal", JROOT + "/.oci-systemd-hook/" + UUID_MID, 0o755, "", None, None, "", "") in host_of(plan)
+
+
+def test_own_id_taken_falls_back_to_its_hash() -> None:
+    from oci_systemd_hook.ids import hashed_machine_id
+
+    plan = plan_for(facts=make_facts(mid_claims={MID: "someone-else"}))
+    assert plan.machine_id == hashed_machine_id(CID)
+    plan = plan_for(facts=make_facts(host_machine_id=MID))
+    assert plan.machine_id == hashed_machine_id(CID)
+
+
+def test_no_machine_id_left_is_bad_input() -> None:
+    from oci_systemd_hook.ids import hashed_machine_id
+
+    claims = {MID: "a", hashed_machine_id(CID): "b"}
+    with pytest.raises(InputError, match="no usable machine id") as info:
+        plan_for(facts=make_facts(mid_claims=claims))
+    assert info.value.code == 2
+
+
+def test_a_journal_directory_that_is_not_ours_is_not_linked() -> None:
+    plan = plan_for(facts=make_facts(journal_owners={MID: ""}))
+    assert plan.machine_id == MID and plan.journal_dir == ""
+    assert not any(m.target.startswith("/var/log/journal/") for m in plan.mounts)
+    assert not any(h.kind == "journal" for h in plan.host_steps)
+    assert plan.skipped == [("/var/log/journal/" + MID, f"{JROOT}/{MID} on the host is not this container's "
+                                                         "(the host's own, or another's)")]
+
+
+def test_the_machine_id_is_claimed_before_anything_else() -> None:
+    plan = plan_for()
+    assert [h.kind for h in plan.host_steps][:2] == ["mkdir", "claim"]
+    assert plan.host_steps[1].path == "/srv/state/.machine-ids/" + MID
+
+
+def test_only_real_runtime_tmpfs_count_as_tmpfs() -> None:
+    mounts = [{"destination": "/run", "type": "tmpfs", "source": "/host/dir", "options": ["rbind", "rw"]},
+              {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}]
+    plan = plan_for(make_spec(mounts=mounts))
+    assert plan.runtime_tmpfs == ["/tmp"]
+    targets = [m.target for m in plan.mounts]
+    assert "/run/lock" not in targets and "/run/host" not in targets and MASK[1] not in targets
+    assert ("/run/lock", "config.json mounts /run from elsewhere; not creating a mount point in it") in plan.skipped
+
+
+def test_readonly_root_with_var_lib_volume_skips_var_lib_systemd() -> None:
+    mounts = [{"destination": "/var/lib", "type": "bind", "source": "/vol", "options": ["rbind"]}]
+    plan = plan_for(make_spec(mounts=mounts, root={"path": "rootfs", "readonly": True}))
+    assert "/var/lib/systemd" not in [m.target for m in plan.mounts]
+    assert ("/var/lib/systemd", "config.json mounts /var/lib from elsewhere; not creating a mount point in it") \
+        in plan.skipped
+
+
+def test_annotation_sizes_are_cut_and_said() -> None:
+    settings = make_settings()
+    settings.apply_annotations({"oci-systemd-hook.run-size": "100%", "oci-systemd-hook.tmp-size": "100%"})
+    plan = plan_for(settings=settings)
+    quarter = f"size={8 * GIB // 4 // 1024}k"
+    assert {m.target: m.data[1] for m in plan.mounts if m.kind == "tmpfs" and m.target != "/sys/fs/cgroup/systemd"
+            and not m.target.startswith("/sys")} == {"/run": quarter, "/run/lock": quarter, "/tmp": quarter,
+                                                    "/var/log/journal": quarter}
+    assert plan.notes == [f"run-size 100% from an annotation is above max-size 25%: cut to {quarter[5:]}",
+                          f"tmp-size 100% from an annotation is above max-size 25%: cut to {quarter[5:]}"]
+
+
+def test_cgroup_paths_one_level_deep_hide_nothing() -> None:
+    mounts = V1_RUNC.replace(V1_PATH, "/c1")
+    plan = plan_for(facts=make_facts(cgroup=V1_CGROUP.replace(V1_PATH, "/c1"), mounts=mounts))
+    assert not any(m.kind == "tmpfs" and m.target.startswith("/sys") for m in plan.mounts)
+    assert mounts_of(plan)[-1] == ("bind", "/sys/fs/cgroup/systemd/c1", "/sys/fs/cgroup/systemd/c1", [], NOEXEC)
+
+
+def test_deep_cgroup_paths_hide_all_but_the_chain() -> None:
+    path = "/docker/a/b/c1"
+    plan = plan_for(facts=make_facts(cgroup=V1_CGROUP.replace(V1_PATH, path), mounts=V1_RUNC.replace(V1_PATH, path)))
+    hide = plan.mounts[-2]
+    assert (hide.kind, hide.target, hide.dirs, hide.on) == ("tmpfs", "/sys/fs/cgroup/systemd/docker", ["a/b/c1"],
+                                                           "cgroup")
+    assert "(holds only a/b/c1, then read-only)" in plan.render()
