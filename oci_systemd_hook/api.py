@@ -111,12 +111,13 @@ def _earlier_run(plan: Plan, state: State, log: Log) -> bool:
       mounts are taken down before starting again, so that nothing is stacked twice.
     * anything else is stale (a container that is gone without a poststop): undone.
     """
-    from oci_systemd_hook.cleanup import record_is_live, undo_record
     from oci_systemd_hook.hoststate import read_record
 
     record = read_record(plan.state_dir)
     if record is None:
         return False
+    from oci_systemd_hook.cleanup import record_is_live, undo_record
+
     live = record_is_live(record)
     bundle = record.get("bundle")
     if live and isinstance(bundle, str) and bundle and bundle != state.bundle:

@@ -211,8 +211,8 @@ def _live_mounts(pid: int | str = "self") -> list[MountInfo]:
 class _Where:
     """Which mounts of the container's namespace the hook may create in and mount onto."""
 
-    def __init__(self, plan: Plan, root: Root) -> None:
-        live = _live_mounts()
+    def __init__(self, plan: Plan, root: Root, live: list[MountInfo]) -> None:
+        self.initial = live
         prefix = plan.rootfs.rstrip("/")
         top: dict[str, MountInfo] = {}
         for m in live:
@@ -244,7 +244,10 @@ def _mount_tmpfs(root: Root, step: MountStep, where_ok: _Where, attached: list[i
         # hidden by the new tmpfs: clone them now and put the copies back on top afterwards.
         keep: list[tuple[str, int, bool]] = []
         try:
-            for sub in submounts_below(_live_mounts(), where):
+            # The mounts there were before the hook began tell whether to look again (the hook's
+            # own mounts may have moved some since): usually there are none.
+            subs = submounts_below(_live_mounts(), where) if submounts_below(where_ok.initial, where) else []
+            for sub in subs:
                 rel = sub[len(where):].lstrip("/")
                 sfd = root.resolve(sub[len(prefix):], os.O_PATH, linux.RESOLVE_NO_SYMLINKS)
                 try:
@@ -365,17 +368,18 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "") -> None:
                 if step.kind == "journal":
                     record.data["journal"] = plan.machine_id
                     record.data["journal_created"] = created
-                if step.path == plan.state_dir or step.kind == "journal":
+                if step.path == plan.state_dir:
                     record.write()
+            container_mounts = _live_mounts(pid)
             record.data["host_before"] = _ids(_live_mounts())
-            record.data["container_before"] = _ids(_live_mounts(pid))
+            record.data["container_before"] = _ids(container_mounts)
             record.write()
             _clone_sources(plan, sources)
             _fault("setns")
             linux.setns(target_ns, linux.CLONE_NEWNS)
             try:
                 with Root(plan.rootfs) as root:
-                    where_ok = _Where(plan, root)
+                    where_ok = _Where(plan, root, container_mounts)
                     root.mounts = where_ok.names
                     for i, mount in enumerate(plan.mounts):
                         try:
