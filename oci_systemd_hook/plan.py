@@ -227,7 +227,7 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         plan.notes.append(f"run-size {settings.run_size} from an annotation is above max-size "
                           f"{settings.max_size}: cut to {run_size}")
     tmp = tmp_size(settings, spec, facts)
-    if settings.tmp_size != "auto" and tmp != settings.tmp_size:
+    if settings.tmp_size not in ("auto", tmp):
         plan.notes.append(f"tmp-size {settings.tmp_size} from an annotation is above max-size "
                           f"{settings.max_size}: cut to {tmp}")
     sizes = {"/run": run_size, "/run/lock": run_size, "/tmp": tmp, "/var/log/journal": run_size}
