@@ -364,10 +364,20 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "") -> None:
             if _same_file(target_ns, own_ns):
                 raise InputError(f"process {pid} shares the hook's mount namespace: refusing to mount over the host")
             for step in plan.host_steps:
-                created = _host_step(step, plan, undo)
                 if step.kind == "journal":
+                    try:
+                        created = _host_step(step, plan, undo)
+                    except HookError as exc:  # someone else's by now: the journal stays volatile
+                        log.warning(f"not linking the journal: {exc.message}")
+                        plan.mounts = [m for m in plan.mounts if m.source != step.path]
+                        plan.journal_dir = ""
+                        record.data["planned"] = [plan.rootfs.rstrip("/") + m.target for m in plan.mounts
+                                                  if m.kind != "mask"]
+                        continue
                     record.data["journal"] = plan.machine_id
                     record.data["journal_created"] = created
+                    continue
+                _host_step(step, plan, undo)
                 if step.path == plan.state_dir:
                     record.write()
             container_mounts = _live_mounts(pid)

@@ -139,6 +139,21 @@ class Plan:
         return "\n".join(lines)
 
 
+MAX_MANAGER_NAME = 64
+_MANAGER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def container_manager(value: str | None) -> str:
+    """What /run/host/container-manager says: the container's `container=`, when it is a name.
+
+    The value comes from the container's environment: it must not put megabytes into the
+    host's /run, nor lines or control characters into a file systemd parses.
+    """
+    if value and len(value) <= MAX_MANAGER_NAME and set(value) <= _MANAGER_CHARS:
+        return value
+    return "oci"
+
+
 def tmp_size(settings: Settings, spec: Spec, facts: HostFacts) -> str:
     """Half the container's memory limit when it has one below RAM, else tmpfs' default."""
     if settings.tmp_size != "auto":
@@ -301,7 +316,10 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         plan.skipped.append(("/run/host", f"config.json mounts {foreign('/run/host')} from elsewhere; "
                                           "not creating a mount point in it"))
     else:
-        manager = spec.env_get("container") or "oci"
+        manager = container_manager(spec.env_get("container"))
+        if manager != (spec.env_get("container") or "oci"):
+            plan.notes.append("process.env container= is not a manager name (letters, digits, ._-, at most "
+                              f"{MAX_MANAGER_NAME}): /run/host/container-manager says {manager}")
         plan.host_steps.append(HostStep("mkdir", host_dir, 0o755, label=label))
         plan.host_steps.append(HostStep("write", os.path.join(host_dir, "container-manager"), 0o444, manager + "\n"))
         plan.host_steps.append(HostStep("write", os.path.join(host_dir, "container-uuid"), 0o444,

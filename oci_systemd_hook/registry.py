@@ -212,13 +212,27 @@ def claim_journal(journal_root: str, mid: str, cid: str, mode: int, uid: int | N
     return _claim_journal(journal_root, mid, cid, mode, uid, gid)
 
 
+def _link_is_free_or_ours(link: str, mid: str) -> bool:
+    try:
+        return os.readlink(link) == _link_target(mid)
+    except FileNotFoundError:
+        return True
+    except OSError:  # EINVAL: not a symlink
+        return False
+
+
 def _claim_journal(journal_root: str, mid: str, cid: str, mode: int, uid: int | None, gid: int | None) -> bool:
+    link = journal_link(journal_root, mid)
+    if not _link_is_free_or_ours(link, mid):
+        raise HookError(f"{link} exists and is not the hook's: not linking the journal")
     store = _open_store(journal_root, create=True)
     assert store is not None
     try:
         owner = _read_owner(store, mid)
         created = False
         if owner is None:
+            if os.path.lexists(link):
+                raise HookError(f"{link} exists without an owner: not using it")
             try:
                 os.lstat(mid, dir_fd=store)
                 raise HookError(f"{journal_data(journal_root, mid)} exists without an owner: not using it")
@@ -241,6 +255,12 @@ def _claim_journal(journal_root: str, mid: str, cid: str, mode: int, uid: int | 
             created = True
         elif owner != cid:
             raise HookError(f"journal {mid} belongs to container {owner[:64]}")
+        else:
+            try:
+                os.mkdir(mid, mode, dir_fd=store)  # an earlier claim died before making it
+                created = True
+            except FileExistsError:
+                pass
         dfd = os.open(mid, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=store)
         try:
             os.fchmod(dfd, mode)
@@ -250,16 +270,17 @@ def _claim_journal(journal_root: str, mid: str, cid: str, mode: int, uid: int | 
             os.close(dfd)
     finally:
         os.close(store)
-    link = journal_link(journal_root, mid)
     try:
         os.symlink(_link_target(mid), link)
     except FileExistsError:
-        if not os.path.islink(link) or os.readlink(link) != _link_target(mid):
+        if not _link_is_free_or_ours(link, mid):  # someone else was faster: undo what this call made
+            if created:
+                remove_journal(journal_root, mid, cid, keep_link=True)
             raise HookError(f"{link} exists and is not the hook's: not linking the journal") from None
     return created
 
 
-def remove_journal(journal_root: str, mid: str, cid: str) -> bool:
+def remove_journal(journal_root: str, mid: str, cid: str, keep_link: bool = False) -> bool:
     """Remove `cid`'s journal for `mid` (data, owner and link); False if it is not `cid`'s."""
     from oci_systemd_hook.removal import remove_tree_at
 
@@ -274,7 +295,7 @@ def remove_journal(journal_root: str, mid: str, cid: str) -> bool:
             return False
         link = journal_link(journal_root, mid)
         try:
-            if os.readlink(link) == _link_target(mid):
+            if not keep_link and os.readlink(link) == _link_target(mid):
                 os.unlink(link)
         except OSError:
             pass

@@ -398,3 +398,35 @@ def test_registry_claims_are_released(tmp_path: Path) -> None:
         assert c.poststop().returncode == 0
         assert not claim.exists() and not claim.parent.exists()
         assert registry.journal_owner(str(c.journal_root), c.machine_id()) == c.name, "kept (journal=keep)"
+
+
+RACED_CLAIM = r"""
+import sys
+sys.path.insert(0, {repo!r})
+from oci_systemd_hook import registry
+registry.journal_owner = lambda root, mid: None  # planned as free; someone takes it before the claim
+from oci_systemd_hook.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_journal_taken_between_plan_and_claim_is_left_alone(tmp_path: Path) -> None:
+    from tests.fakecontainer import REPO
+
+    with FakeContainer(tmp_path) as c:
+        victim = c.journal_root / c.machine_id()
+        victim.mkdir()
+        (victim / "system.journal").write_text("someone else's\n")
+        before = tree_snapshot(victim)
+        res = subprocess.run([sys.executable, "-I", "-c", RACED_CLAIM.format(repo=str(REPO)), "prestart",
+                              *c.hook_args()], input=json.dumps(c.state()).encode(), capture_output=True,
+                             env=QUIET, timeout=30, check=False)
+        assert res.returncode == 0, res.stderr
+        assert "not linking the journal" in res.stderr.decode()
+        assert c.mount_at(f"/var/log/journal/{c.machine_id()}") is None
+        assert tree_snapshot(victim) == before
+        assert not (c.journal_root / ".oci-systemd-hook").exists() or not any(
+            (c.journal_root / ".oci-systemd-hook").iterdir())
+        assert c.run_hook("poststop", c.state(pid=None, status="stopped"), args=["--journal=remove"],
+                          env={}).returncode == 0
+        assert tree_snapshot(victim) == before

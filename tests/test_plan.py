@@ -642,3 +642,18 @@ def test_deep_cgroup_paths_hide_all_but_the_chain() -> None:
     assert (hide.kind, hide.target, hide.dirs, hide.on) == ("tmpfs", "/sys/fs/cgroup/systemd/docker", ["a/b/c1"],
                                                            "cgroup")
     assert "(holds only a/b/c1, then read-only)" in plan.render()
+
+
+@pytest.mark.parametrize("value", ["x" * 65, "a\nb", "podman; rm", "ünï", "x" * (1 << 20)])
+def test_container_manager_must_be_a_name(value: str) -> None:
+    plan = plan_for(make_spec(process={"args": ["/sbin/init"], "env": ["container=" + value]}))
+    writes = {h.path: h.content for h in plan.host_steps if h.kind == "write"}
+    assert writes[STATE + "/host/container-manager"] == "oci\n"
+    assert any("container= is not a manager name" in n for n in plan.notes)
+
+
+def test_container_manager_names_pass() -> None:
+    plan = plan_for(make_spec(process={"args": ["/sbin/init"], "env": ["container=systemd-nspawn"]}))
+    writes = {h.path: h.content for h in plan.host_steps if h.kind == "write"}
+    assert writes[STATE + "/host/container-manager"] == "systemd-nspawn\n"
+    assert plan.notes == []
