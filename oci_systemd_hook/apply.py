@@ -218,20 +218,24 @@ class _Where:
         for m in live:
             top[m.mountpoint] = m  # later entries are on top
         self.names = {m.mount_id: f"{m.fstype} mount {m.mountpoint[len(prefix):] or '/'}" for m in live}
-        self.on_root = {linux.mount_id(root.fd)}
-        for dest in plan.runtime_tmpfs:  # config.json's own fresh tmpfs mounts
+        self.on_tmpfs: set[int] = set()  # fresh tmpfs mounts: the hook's, and config.json's own
+        for dest in plan.runtime_tmpfs:
             found = top.get(prefix + dest)
             if found is not None and found.fstype == "tmpfs" and found.root == "/":
-                self.on_root.add(found.mount_id)
+                self.on_tmpfs.add(found.mount_id)
+        self.on_root = {linux.mount_id(root.fd)} | self.on_tmpfs
         self.on_cgroup = {m.mount_id for m in live if m.fstype in ("cgroup", "cgroup2")
                           and below(m.mountpoint, plan.rootfs) is not None}
 
     def add_ours(self, mount_id: int) -> None:
+        self.on_tmpfs.add(mount_id)
         self.on_root.add(mount_id)
         self.on_cgroup.add(mount_id)
 
     def allowed(self, step: MountStep) -> set[int]:
-        return self.on_cgroup if step.on == "cgroup" else self.on_root
+        if step.on == "cgroup":
+            return self.on_cgroup
+        return self.on_tmpfs if step.on == "tmpfs" else self.on_root
 
 
 def _mount_tmpfs(root: Root, step: MountStep, where_ok: _Where, attached: list[int], mounted: list[str],

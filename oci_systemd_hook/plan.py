@@ -48,7 +48,8 @@ class MountStep:
         self.submounts = submounts or []  # runtime mounts below target to keep on top (as planned)
         self.optional = optional  # skipped with a warning when a read-only image lacks the target
         # Where the target must lie: "root" (the container's root mount, a tmpfs of the hook's or
-        # of the runtime's) or "cgroup" (a cgroup filesystem the runtime mounted, or a tmpfs of ours).
+        # of the runtime's), "tmpfs" (one of those tmpfs only: a runtime mask must never land in
+        # the image) or "cgroup" (a cgroup filesystem the runtime mounted, or a tmpfs of ours).
         self.on = on
         self.dirs = dirs or []  # tmpfs: directories made in it, after which it is made read-only
 
@@ -345,7 +346,7 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         # for this boot only, as `systemctl mask --runtime` does, in the /run we just made.
         if writable_tmpfs("/run"):
             plan.mounts.append(MountStep("mask", MASK_DIR + "/systemd-machine-id-commit.service", "/dev/null",
-                                         data=owner_data, flags=(), node="symlink",
+                                         data=owner_data, flags=(), node="symlink", on="tmpfs", optional=True,
                                          reason="the machine id is the container's: never commit it to the image"))
 
     # 4. The journal, linked to the host like systemd-nspawn --link-journal=host.

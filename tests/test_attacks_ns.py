@@ -430,3 +430,19 @@ def test_journal_taken_between_plan_and_claim_is_left_alone(tmp_path: Path) -> N
         assert c.run_hook("poststop", c.state(pid=None, status="stopped"), args=["--journal=remove"],
                           env={}).returncode == 0
         assert tree_snapshot(victim) == before
+
+
+def test_runtime_mask_never_lands_in_the_image(tmp_path: Path) -> None:
+    """podman --systemd=always copies the image's /run into its tmpfs (tmpcopyup), symlinks
+    included: /run/systemd -> /etc/systemd-x must not make the hook write into the image."""
+    mounts = [{"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}]
+    with FakeContainer(tmp_path, config={"mounts": mounts}, runtime_mounts=[("tmpfs", "/run")]) as c:
+        (c.rootfs / "etc" / "systemd-x").mkdir()
+        os.symlink("/etc/systemd-x", c.inside("/run/systemd"))
+        before = tree_snapshot(c.rootfs / "etc")
+        res = c.run_hook()
+        assert res.returncode == 0, res.stderr
+        assert "skipping /run/systemd/system/systemd-machine-id-commit.service" in res.stderr
+        assert tree_snapshot(c.rootfs / "etc") == before, "the hook wrote into the image"
+        assert c.inside("/etc/machine-id").read_text().strip() == c.machine_id()
+        assert c.poststop().returncode == 0
