@@ -117,4 +117,6 @@ def explain(document: object, schema_name: str, prefix: str, fallback: str) -> s
         problem = first_problem(document, schema_name, quoted=True)
     except Exception:  # an explanation must never replace the error itself
         problem = None
+    if problem:  # keys and values come from the document: one line, whatever they hold
+        problem = "".join(c if c.isprintable() else repr(c)[1:-1] for c in problem)
     return f"{prefix}: {problem}" if problem else fallback
