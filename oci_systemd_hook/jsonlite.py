@@ -3,11 +3,17 @@
 `import json` pulls in `re` and costs about as much as starting the interpreter
 itself; the C scanner and string encoder in `_json` do the same work for free.
 Decoding errors still come out as `ValueError` with a position.
+
+`_json` is CPython's private accelerator: where an interpreter lacks it, the same
+functions come from the `json` package, slower to import but equal in result.
 """
 
 from __future__ import annotations
 
-import _json
+try:
+    import _json
+except ImportError:  # not CPython, or built without it: the public package does the same
+    _json = None  # type: ignore[assignment]
 
 _WHITESPACE = " \t\n\r"
 
@@ -28,7 +34,16 @@ class _ScannerContext:
     memo: dict[str, str] = {}
 
 
-_scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]
+if _json is not None:
+    _scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]
+    _quote = _json.encode_basestring_ascii
+else:
+    from json.decoder import JSONDecoder
+    from json.encoder import py_encode_basestring_ascii as _quote  # type: ignore[attr-defined,no-redef]
+    from json.scanner import py_make_scanner  # type: ignore[attr-defined]
+
+    _decoder = JSONDecoder(parse_constant=_reject_constant, strict=True)
+    _scan = py_make_scanner(_decoder)
 
 
 def _skip_ws(text: str, idx: int) -> int:
@@ -81,7 +96,7 @@ def dumps(value: object, indent: int | None = None) -> str:
 
 def _encode(value: object, out: list[str], indent: int | None, level: int) -> None:
     if isinstance(value, str):
-        out.append(_json.encode_basestring_ascii(value))
+        out.append(_quote(value))
     elif value is None:
         out.append("null")
     elif value is True:
@@ -111,7 +126,7 @@ def _encode(value: object, out: list[str], indent: int | None, level: int) -> No
                 key, element = item
                 if not isinstance(key, str):
                     raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
-                out.append(_json.encode_basestring_ascii(key))
+                out.append(_quote(key))
                 out.append(": " if indent is not None else ":")
             _encode(element, out, indent, level + 1)
         out.append("" if indent is None else "\n" + " " * (indent * level))

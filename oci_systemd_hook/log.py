@@ -59,7 +59,14 @@ class Log:
         if not self.syslog_socket:
             return
         try:
-            import _socket  # a C module: cheap, unlike `socket`
+            try:
+                import _socket  # a C module: cheap, unlike `socket`
+            except ImportError:  # an interpreter without CPython's private module
+                try:
+                    import socket as _socket  # type: ignore[no-redef]
+                except ImportError:  # no sockets at all: stderr is all there is
+                    self.syslog_socket = ""
+                    return
 
             if self._sock is None:
                 sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
