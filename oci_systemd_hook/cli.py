@@ -18,7 +18,9 @@ from oci_systemd_hook.settings import KNOBS, Settings
 STAGES = {"prestart": "prestart", "createRuntime": "prestart", "poststop": "poststop",
           "poststart": "nothing", "createContainer": "unsupported", "startContainer": "unsupported"}
 TOOLS = ("install", "uninstall", "validate", "check")
-SWITCHES = ("--dry-run", "--json", "--help", "-h", "--version")
+SWITCHES = ("--dry-run", "--json", "--help", "-h", "--version", "-V")
+#: Switches that may come before a tool's name (`oci-systemd-hook --debug check ROOTFS`).
+GLOBAL_SWITCHES = ("--debug", "-V", "--version", "-h", "--help")
 VALUE_OPTIONS = ("--bundle", "--pid", "--id")
 
 USAGE = """\
@@ -38,7 +40,7 @@ options:
   --id ID              plan: the container id (default: the bundle's name)
   --pid PID            plan: a live container process, to plan cgroups and kept mounts
   --help, -h           show this help
-  --version            show the version
+  --version, -V        show the version
 """
 
 
@@ -78,7 +80,7 @@ def parse_args(argv: list[str]) -> Args:
         if name in SWITCHES:
             if eq:
                 raise InputError(f"option {name} takes no value")
-            args.switches.add("--help" if name == "-h" else name)
+            args.switches.add({"-h": "--help", "-V": "--version"}.get(name, name))
             continue
         knob = name[2:] if name.startswith("--") else ""
         if name in VALUE_OPTIONS or knob in KNOBS:
@@ -104,12 +106,21 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     log = Log(debug=os.environ.get("OCI_SYSTEMD_HOOK_DEBUG", "").lower() in ("1", "true", "yes", "on"))
     try:
-        return _run(argv, log)
+        code = _run(argv, log)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, where a closed pipe is caught, not at the exit of Python
+        return code
     except HookError as exc:
         log.error(exc.message)
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `plan --json | head -1`: the reader has all it wanted
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # and Python's exit flush must not fail again
+        except OSError:
+            pass
+        return 141
     except Exception as exc:  # a bug in the hook: still one line, the traceback only when debugging
         if log.debug_enabled:
             import traceback
@@ -120,10 +131,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str], log: Log) -> int:
-    if argv and argv[0] in TOOLS:
+    lead = 0
+    while lead < len(argv) and argv[lead] in GLOBAL_SWITCHES:
+        lead += 1
+    if lead < len(argv) and argv[lead] in TOOLS:
         from oci_systemd_hook import tools
 
-        return int(tools.main(argv, log))
+        # The tools run by hand: their messages are for the terminal, not for syslog.
+        log.syslog_socket = ""
+        before = argv[:lead]
+        if "--debug" in before:
+            log.debug_enabled = True
+        if {"-V", "--version"} & set(before) or {"-h", "--help"} & set(before):
+            argv = [a for a in before if a != "--debug"]
+        else:
+            return int(tools.main(argv[lead:], log))
     args = parse_args(argv)
     if "--help" in args.switches:
         sys.stdout.write(usage())
@@ -151,7 +173,7 @@ def _run(argv: list[str], log: Log) -> int:
 
     from oci_systemd_hook.ocistate import read_state
 
-    state = read_state(sys.stdin.buffer)
+    state = read_state(_stdin())
     from oci_systemd_hook.ids import short_id
 
     log.container = short_id(state.id)
@@ -166,6 +188,21 @@ def _run(argv: list[str], log: Log) -> int:
     if action == "poststop":
         return _poststop(state, settings, log)
     return _prestart(state, settings, log, "--dry-run" in args.switches, "--json" in args.switches)
+
+
+def _stdin() -> object:
+    """Where the OCI state comes from; a terminal gets a hint instead of a silent wait."""
+    stdin = sys.stdin
+    if stdin is None:
+        raise InputError("no OCI state on stdin: stdin is closed (the runtime passes the state there)")
+    try:
+        interactive = stdin.isatty()
+    except (OSError, ValueError):
+        interactive = False
+    if interactive:
+        raise InputError("expects the OCI state on stdin, as a runtime runs its hooks (try --help, or plan "
+                         "--bundle DIR)")
+    return stdin.buffer
 
 
 def _print_plan(plan: object, as_json: bool) -> None:
@@ -215,7 +252,7 @@ def _plan(args: Args, settings: Settings, log: Log) -> int:
         cid = check_container_id(args.values.get("id") or os.path.basename(bundle.rstrip("/")))
         state = State(cid, bundle, int(pid) if pid else None)
     else:
-        state = read_state(sys.stdin.buffer)
+        state = read_state(_stdin())
     from oci_systemd_hook import api
 
     plan = api.plan_for(state, settings, log)

@@ -35,8 +35,12 @@ class State:
 
 def read_state(stream: object) -> State:
     """Read and parse the state from a binary stream (normally stdin)."""
+    if stream is None:
+        raise InputError("no OCI state on stdin: stdin is closed (the runtime passes the state there)")
     try:
         raw = stream.read(MAX_STATE_BYTES + 1)  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # closed, or not a binary stream
+        raise InputError("no OCI state on stdin: stdin is closed (the runtime passes the state there)") from None
     except OSError as exc:
         raise InputError(f"cannot read the OCI state from stdin: {exc.strerror}") from None
     if raw is None:

@@ -39,7 +39,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as InputError (one line, exit 2)."""
 
     def error(self, message: str) -> NoReturn:
-        raise InputError(f"{self.prog}: {message}")
+        # The log line starts with the program's name already: name only the subcommand.
+        where = self.prog[len(PROG):].strip()
+        raise InputError(f"{where}: {message}" if where else message)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                          "2: errors (cannot boot).")
     chk.add_argument("rootfs", metavar="ROOTFS")
     chk.add_argument("--json", action="store_true", help="print the findings as a JSON object")
+    for one in (inst, uninst, val, chk):
+        one.add_argument("--debug", action="store_true", help="log every step")
     return parser
 
 
@@ -79,6 +83,8 @@ def main(argv: list[str], log: Log) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    if args.debug:
+        log.debug_enabled = True
     if args.command == "install":
         return install(args.destdir, args.prefix, args.python, log)
     if args.command == "uninstall":

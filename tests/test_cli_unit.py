@@ -328,3 +328,94 @@ def test_unencodable_bundle_is_bad_input(capsys: pytest.CaptureFixture[str], mon
     code, _, err = run(capsys, ["prestart", *dirs(tmp_path)])
     assert "internal error" not in err
     assert code == 2
+
+
+# --- command-line edges ---------------------------------------------------------------------------
+
+def _hook(*args: str, **kw: Any) -> Any:
+    import subprocess
+
+    return subprocess.run([sys.executable, "-I", "-m", "oci_systemd_hook", *args], capture_output=True, text=True,
+                          timeout=60, env={"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": ""}, check=False, **kw)
+
+
+@pytest.mark.parametrize("tool", ["plan", "check"])
+def test_a_closed_pipe_is_no_internal_error(tmp_path: Path, tool: str) -> None:
+    import subprocess
+
+    bundle = make_bundle(tmp_path / "b")
+    args = ["plan", "--json", "--bundle", str(bundle)]
+    if tool == "check":
+        args = ["check", "--json", str(bundle / "rootfs")]
+    read, write = os.pipe()
+    os.close(read)  # the reader (`head -1`) is gone before the first write
+    try:
+        res = subprocess.run([sys.executable, "-I", "-m", "oci_systemd_hook", *args], stdout=write,
+                             stderr=subprocess.PIPE, text=True, timeout=60, env={"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": ""},
+                             check=False)
+    finally:
+        os.close(write)
+    assert res.stderr == "" and res.returncode == 141
+
+
+def test_a_closed_stdin_is_bad_input() -> None:
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-I", "-c", "import os, sys; os.close(0); sys.stdin = None;"
+                          "from oci_systemd_hook.cli import main; sys.exit(main(['prestart']))"],
+                         capture_output=True, text=True, timeout=60, env={"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": ""},
+                         cwd=str(Path(__file__).resolve().parent.parent), check=False)
+    assert res.returncode == 2
+    assert res.stderr == ("oci-systemd-hook: error: no OCI state on stdin: stdin is closed (the runtime passes the "
+                          "state there)\n")
+
+
+def test_a_bare_run_on_a_terminal_prints_a_hint() -> None:
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        res = _hook(stdin=secondary)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert res.returncode == 2
+    assert res.stderr.startswith("oci-systemd-hook: error: expects the OCI state on stdin") and res.stderr.count(
+        "\n") == 1
+
+
+def test_usage_errors_of_the_tools_name_the_program_once() -> None:
+    res = _hook("check")
+    assert res.returncode == 2
+    assert res.stderr == "oci-systemd-hook: error: check: the following arguments are required: ROOTFS\n"
+    assert res.stderr.count("oci-systemd-hook") == 1
+
+
+@pytest.mark.parametrize("args", [["--debug", "check", "/nonexistent"], ["check", "--debug", "/nonexistent"]])
+def test_debug_on_either_side_of_a_tool(args: list[str]) -> None:
+    res = _hook(*args)
+    assert res.returncode == 2
+    assert "cannot open the container root /nonexistent" in res.stderr
+    assert "unknown" not in res.stderr and "unrecognized" not in res.stderr
+
+
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_short_version(flag: str) -> None:
+    res = _hook(flag)
+    assert (res.returncode, res.stdout) == (0, f"oci-systemd-hook {__version__}\n")
+
+
+def test_tool_usage_errors_stay_out_of_syslog(tmp_path: Path) -> None:
+    import subprocess
+
+    path = tmp_path / "log.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        server.setblocking(False)
+        for args in (["check"], ["validate"], ["install", "--bogus"], ["check", "/nonexistent"]):
+            res = subprocess.run([sys.executable, "-I", "-m", "oci_systemd_hook", *args], capture_output=True,
+                                 text=True, timeout=60, env={"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": str(path)},
+                                 check=False)
+            assert res.returncode == 2, args
+        with pytest.raises(BlockingIOError):
+            server.recv(4096)
