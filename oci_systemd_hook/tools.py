@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                          "with this package, and check that its regular expressions compile. "
                          "Exit 0 if valid, 2 if not.")
     val.add_argument("file", metavar="FILE")
+    val.add_argument("--root", default="/", help="check hook.path below this directory (a package's staging "
+                     "root; default /)")
     chk = sub.add_parser("check", help="can this image boot systemd in a container?",
                          description="Check an image root for what systemd needs to boot as PID 1 in a container. "
                          "Exit 0: no problem (ok or info only); 1: warnings (boots, something fails); "
@@ -90,7 +92,7 @@ def main(argv: list[str], log: Log) -> int:
     if args.command == "uninstall":
         return uninstall(args.destdir, args.prefix, log)
     if args.command == "validate":
-        validate(args.file)
+        validate(args.file, args.root)
         print(f"{args.file}: valid oci-hooks 1.0.0")
         return EXIT_OK
     from oci_systemd_hook.check import run
@@ -312,8 +314,13 @@ def schema() -> dict[str, object]:
     return load_schema(HOOKS_SCHEMA)
 
 
-def validate(path: str) -> None:
-    """Raise InputError naming the first bad field if `path` is not a valid oci-hooks 1.0.0 file."""
+def validate(path: str, root: str = "/") -> None:
+    """Raise InputError naming the first bad field if `path` is not a valid oci-hooks 1.0.0 file.
+
+    Also refused: a hook.path (below `root`) that is missing or not executable, which podman
+    and CRI-O drop silently (the container then exits 255 with no hint), and the legacy 0.1.0
+    format, named as such.
+    """
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_HOOK_FILE + 1)
@@ -327,9 +334,20 @@ def validate(path: str) -> None:
         raise InputError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if isinstance(document, dict) and "version" not in document and (
+            isinstance(document.get("hook"), str) or "stage" in document or "cmds" in document):
+        raise InputError(f"{path}: the legacy 0.1.0 hooks format (\"hook\" a path, \"stage\", \"cmds\"): "
+                         "write version 1.0.0 (oci-hooks(5)); `oci-systemd-hook install` does")
     problem = first_problem(document, HOOKS_SCHEMA, quoted=False)
     if problem:
         raise InputError(f"{path}: {problem}")
+    hook_path = document["hook"]["path"]
+    on_disk = os.path.join(root, hook_path.lstrip("/"))
+    if not os.path.isfile(on_disk):
+        raise InputError(f"{path}: hook.path: {hook_path} does not exist (podman and CRI-O drop the file without a "
+                         "word; the container then exits 255)")
+    if not os.access(on_disk, os.X_OK):
+        raise InputError(f"{path}: hook.path: {hook_path} is not executable")
     when = document["when"]
     for i, regex in enumerate(when.get("commands", [])):
         _compile(path, f"when.commands[{i}]", regex)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from oci_systemd_hook import __version__, cli, tools
+from oci_systemd_hook.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS_FILE = REPO / "hooks.d" / "oci-systemd-hook.json"
@@ -68,7 +69,7 @@ def test_install_writes_launcher_json_man_page_and_manifest(installed: Path) -> 
 
 
 def test_installed_json_validates_and_points_at_the_launcher(installed: Path) -> None:
-    tools.validate(str(installed / JSON_FILE))
+    tools.validate(str(installed / JSON_FILE), str(installed))
     config = json.loads((installed / JSON_FILE).read_text())
     assert config["hook"]["path"] == "/" + LAUNCHER  # the final path, without destdir
     assert config["hook"]["args"] == ["oci-systemd-hook"]
@@ -183,8 +184,8 @@ def test_tool_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 # --- validate ----------------------------------------------------------------------------
 
 
-def test_shipped_hooks_file_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_tool("validate", str(HOOKS_FILE)) == 0
+def test_shipped_hooks_file_is_valid(capsys: pytest.CaptureFixture[str], installed: Path) -> None:
+    assert run_tool("validate", str(HOOKS_FILE), "--root", str(installed)) == 0
     assert capsys.readouterr().out.strip() == f"{HOOKS_FILE}: valid oci-hooks 1.0.0"
 
 
@@ -194,7 +195,7 @@ def test_schema_is_a_valid_json_schema() -> None:
     jsonschema.validators.validator_for(schema).check_schema(schema)
 
 
-GOOD = {"version": "1.0.0", "hook": {"path": "/usr/bin/h"}, "when": {"always": True}, "stages": ["prestart"]}
+GOOD = {"version": "1.0.0", "hook": {"path": "/bin/true"}, "when": {"always": True}, "stages": ["prestart"]}
 
 
 def with_change(path: str, value: object) -> dict[str, object]:
@@ -265,7 +266,46 @@ def test_valid_variants(tmp_path: Path) -> None:
     pytest.importorskip("jsonschema")
     for when in ({"hasBindMounts": True}, {"annotations": {"^io\\.x$": "true"}}, {"always": False, "commands": ["x"]}):
         doc = dict(GOOD, when=when, stages=["createRuntime", "poststop"])
-        doc["hook"] = {"path": "/h", "args": ["h", "x"], "env": ["A=1", "B="], "timeout": 5}
+        doc["hook"] = {"path": "/bin/true", "args": ["h", "x"], "env": ["A=1", "B="], "timeout": 5}
         path = tmp_path / "ok.json"
         path.write_text(json.dumps(doc))
         tools.validate(str(path))
+
+
+@pytest.mark.parametrize(("hook_path", "words"), [("/nonexistent/hook", "does not exist"),
+                                                  ("PLAIN", "is not executable"),
+                                                  ("/etc", "does not exist")])
+def test_a_hook_path_podman_would_drop_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   hook_path: str, words: str) -> None:
+    pytest.importorskip("jsonschema")
+    if hook_path == "PLAIN":
+        plain = tmp_path / "plain"
+        plain.write_text("not a program\n")
+        plain.chmod(0o644)
+        hook_path = str(plain)
+    path = tmp_path / "hook.json"
+    path.write_text(json.dumps(dict(GOOD, hook={"path": hook_path})))
+    assert run_tool("validate", str(path)) == 2
+    err = capsys.readouterr().err
+    assert f"hook.path: {hook_path} {words}" in err and err.count("\n") == 1, err
+
+
+def test_a_staged_hook_path_is_checked_below_root(tmp_path: Path) -> None:
+    pytest.importorskip("jsonschema")
+    staged = tmp_path / "stage" / "usr" / "libexec" / "h"
+    staged.parent.mkdir(parents=True)
+    staged.write_text("#!/bin/sh\n")
+    staged.chmod(0o755)
+    path = tmp_path / "hook.json"
+    path.write_text(json.dumps(dict(GOOD, hook={"path": "/usr/libexec/h"})))
+    tools.validate(str(path), str(tmp_path / "stage"))
+    with pytest.raises(InputError, match="does not exist"):
+        tools.validate(str(path))
+
+
+def test_the_legacy_format_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"hook": "/usr/libexec/oci/hooks.d/oci-systemd-hook", "stage": ["prestart"],
+                                "cmds": [".*/init$"]}))
+    assert run_tool("validate", str(path)) == 2
+    assert "the legacy 0.1.0 hooks format" in capsys.readouterr().err
