@@ -55,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     inst.add_argument("--destdir", default="", help="stage the files under this directory (for packaging)")
     inst.add_argument("--prefix", default="/usr", help="installation prefix (default /usr)")
     inst.add_argument("--python", default=sys.executable,
-                      help="interpreter for the launcher (default: this one, %(default)s)")
+                      help="interpreter the launcher pins (default: this one, %(default)s)")
+    inst.add_argument("--package-dir", default="",
+                      help="directory holding the oci_systemd_hook package that the launcher pins (default: where "
+                      "this one is); give the final path when staging with --destdir")
     uninst = sub.add_parser("uninstall", help="remove exactly what install wrote",
                             description="Remove the files listed in PREFIX/share/oci-systemd-hook/installed-files, "
                             "the manifest, and the directories install created if they are now empty.")
@@ -88,7 +91,7 @@ def main(argv: list[str], log: Log) -> int:
     if args.debug:
         log.debug_enabled = True
     if args.command == "install":
-        return install(args.destdir, args.prefix, args.python, log)
+        return install(args.destdir, args.prefix, args.python, log, args.package_dir)
     if args.command == "uninstall":
         return uninstall(args.destdir, args.prefix, log)
     if args.command == "validate":
@@ -110,15 +113,36 @@ def package_parent() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(oci_systemd_hook.__file__)))
 
 
+#: Characters a pinned path may not hold: the launcher quotes it for /bin/sh.
+_UNSAFE_IN_PATH = frozenset("'\"\\$`\n\t ")
+
+
 def launcher_text(python: str, package_dir: str) -> str:
-    # -I: no environment variables, no user site, no script directory on sys.path.
-    # -S: no `site` import, which costs 3x the interpreter start; the hook needs only the stdlib.
-    return (f"#!{python} -IS\n"
+    """A /bin/sh launcher that runs the package in `package_dir` with `python -IS`.
+
+    A `#!python` line would be cheaper by one exec, but when that interpreter is gone (a
+    removed virtual environment, an upgraded distribution) the kernel fails the exec and the
+    runtime reports "no such file or directory" about the hook itself. The shell checks
+    both pins and says which one is gone, in one line.
+    -I: no environment variables, no user site, no script directory on sys.path.
+    -S: no `site` import, which costs 3x the interpreter start; the hook needs only the stdlib.
+    """
+    return ("#!/bin/sh\n"
             "# oci-systemd-hook launcher, written by `oci-systemd-hook install`.\n"
-            "import sys\n"
-            f"sys.path.append({package_dir!r})\n"
-            "from oci_systemd_hook.cli import main\n"
-            "sys.exit(main())\n")
+            f"python='{python}'\n"
+            f"package_dir='{package_dir}'\n"
+            'if [ ! -x "$python" ]; then\n'
+            '    echo "oci-systemd-hook: error: the launcher $0 runs $python, which is gone: reinstall the hook '
+            '(oci-systemd-hook install --python ...)" >&2\n'
+            "    exit 1\n"
+            "fi\n"
+            'if [ ! -f "$package_dir/oci_systemd_hook/cli.py" ]; then\n'
+            '    echo "oci-systemd-hook: error: the launcher $0 runs the package in $package_dir, which is gone: '
+            'reinstall the hook (oci-systemd-hook install --package-dir ...)" >&2\n'
+            "    exit 1\n"
+            "fi\n"
+            'exec "$python" -IS -c \'import sys; sys.path.append(sys.argv.pop(1)); '
+            "from oci_systemd_hook.cli import main; sys.exit(main())' \"$package_dir\" \"$@\"\n")
 
 
 def hook_config(launcher: str) -> dict[str, object]:
@@ -221,13 +245,18 @@ def _manifest_text(files: list[str], dirs: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install(destdir: str, prefix: str, python: str, log: Log) -> int:
+def install(destdir: str, prefix: str, python: str, log: Log, package_dir: str = "") -> int:
     prefix = _check_prefix(prefix)
-    if not python.startswith("/") or any(c.isspace() for c in python) or len(python) > 200:
-        raise InputError(f"--python must be an absolute path without spaces, got {python[:80]!r}")
-    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+    package_dir = package_dir.rstrip("/") or package_parent()
+    for option, value in (("--python", python), ("--package-dir", package_dir)):
+        if not value.startswith("/") or set(value) & _UNSAFE_IN_PATH or len(value) > 400:
+            raise InputError(f"{option} must be an absolute path without spaces, quotes or $, got {value[:80]!r}")
+    # The pins are final paths: with --destdir they may exist below it only (a package being built).
+    if not any(os.path.isfile(p) and os.access(p, os.X_OK) for p in {python, _staged(destdir, python)}):
         raise InputError(f"--python {python}: not an executable file")
-    package_dir = package_parent()
+    if not any(os.path.isfile(os.path.join(p, "oci_systemd_hook", "cli.py"))
+               for p in {package_dir, _staged(destdir, package_dir)}):
+        raise InputError(f"--package-dir {package_dir}: holds no oci_systemd_hook package")
     launcher = os.path.join(prefix, LAUNCHER)
     manifest = os.path.join(prefix, MANIFEST)
     items: list[tuple[str, bytes, int]] = [
@@ -260,6 +289,7 @@ def install(destdir: str, prefix: str, python: str, log: Log) -> int:
     except OSError as exc:
         raise HookError(f"install failed: {exc.filename or ''}: {exc.strerror}") from None
     print(f"wrote the list of installed files to {_staged(destdir, manifest)}")
+    print(f"the launcher runs {python} with the package in {package_dir}")
     if os.path.dirname(os.path.join(prefix, HOOK_JSON)) not in HOOKS_DIRS:
         print(f"note: podman and CRI-O read hooks from {' and '.join(HOOKS_DIRS)}; use "
               f"--hooks-dir {os.path.dirname(os.path.join(prefix, HOOK_JSON))} or copy the JSON file there")

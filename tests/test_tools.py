@@ -57,7 +57,9 @@ def test_install_writes_launcher_json_man_page_and_manifest(installed: Path) -> 
     assert stat.S_IMODE(launcher.stat().st_mode) == 0o755
     text = launcher.read_text()
     first = text.splitlines()[0]
-    assert first == f"#!{sys.executable} -IS"
+    assert first == "#!/bin/sh"
+    assert f"python='{sys.executable}'\n" in text and f"package_dir='{REPO}'\n" in text
+    assert '"$python" -IS -c' in text
     assert repr(str(REPO)) in text  # the directory that holds the package
     assert "from oci_systemd_hook.cli import main" in text
     for rel in (JSON_FILE, MAN_FILE, MANIFEST):
@@ -309,3 +311,53 @@ def test_the_legacy_format_is_named(tmp_path: Path, capsys: pytest.CaptureFixtur
                                 "cmds": [".*/init$"]}))
     assert run_tool("validate", str(path)) == 2
     assert "the legacy 0.1.0 hooks format" in capsys.readouterr().err
+
+
+# --- the launcher's pins ------------------------------------------------------------------------
+
+
+def test_install_pins_final_paths_when_staging(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "dest"
+    import shutil
+
+    shutil.copytree(REPO / "oci_systemd_hook", dest / "usr/lib/python3/dist-packages/oci_systemd_hook")
+    assert run_tool("install", "--destdir", str(dest), "--python", "/usr/bin/python3",
+                    "--package-dir", "/usr/lib/python3/dist-packages") == 0
+    out = capsys.readouterr().out
+    assert "the launcher runs /usr/bin/python3 with the package in /usr/lib/python3/dist-packages" in out
+    text = (dest / LAUNCHER).read_text()
+    assert "python='/usr/bin/python3'" in text and "package_dir='/usr/lib/python3/dist-packages'" in text
+    assert str(dest) not in text, "the staging directory leaked into the launcher"
+
+
+@pytest.mark.parametrize("bad", ["relative/python", "/with space/python", "/quote'/python", "/dollar$x"])
+def test_install_refuses_paths_the_launcher_cannot_hold(tmp_path: Path, bad: str) -> None:
+    assert run_tool("install", "--destdir", str(tmp_path / "d"), "--python", bad) == 2
+    assert run_tool("install", "--destdir", str(tmp_path / "d"), "--package-dir", bad) == 2
+
+
+def _launch(launcher: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(launcher), "--version"], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_launcher_runs_and_says_which_pin_is_gone(tmp_path: Path) -> None:
+    venv_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv_dir)], check=True)
+    pkg = tmp_path / "site"
+    pkg.mkdir()
+    import shutil
+
+    shutil.copytree(REPO / "oci_systemd_hook", pkg / "oci_systemd_hook")
+    launcher = tmp_path / "oci-systemd-hook"
+    launcher.write_text(tools.launcher_text(str(venv_dir / "bin" / "python"), str(pkg)))
+    launcher.chmod(0o755)
+    res = _launch(launcher)
+    assert (res.returncode, res.stdout) == (0, f"oci-systemd-hook {__version__}\n"), res.stderr
+    shutil.rmtree(pkg)
+    res = _launch(launcher)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert f"runs the package in {pkg}, which is gone" in res.stderr
+    shutil.rmtree(venv_dir)  # a removed virtual environment
+    res = _launch(launcher)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res
+    assert f"runs {venv_dir}/bin/python, which is gone" in res.stderr
