@@ -65,7 +65,7 @@ def plan_for(state: State, settings: Settings | None = None, log: Log | None = N
     from oci_systemd_hook.plan import build_plan
 
     candidates = machine_id_candidates(state.id, spec.env_get("container_uuid"))
-    facts = gather(state.pid, settings.journal_root, settings.state_dir, candidates)
+    facts = gather(state.pid, settings.journal_root, settings.state_dir, candidates, spec.mount_label)
     return build_plan(state, spec, settings, facts, rootfs)
 
 

@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 
-from oci_systemd_hook import linux, registry
+from oci_systemd_hook import labels, linux, registry
 from oci_systemd_hook.errors import HookError, InputError, ReadOnlyImage
 from oci_systemd_hook.hostfacts import MountInfo, below, parse_mountinfo
 from oci_systemd_hook.hoststate import process_start, remove_tree, write_record
@@ -115,7 +115,7 @@ def _host_step(step: HostStep, plan: Plan, undo: _HostUndo) -> bool:
         if created:
             undo.created.append(("journal", f"{plan.journal_root}\0{plan.machine_id}\0{plan.container_id}"))
         if step.label:
-            os.setxattr(step.path, "security.selinux", step.label.encode(), follow_symlinks=False)
+            labels.set_label(step.path, step.label)
         return created
     if step.kind == "mkdir":
         parent = os.path.dirname(step.path)
@@ -162,7 +162,7 @@ def _host_step(step: HostStep, plan: Plan, undo: _HostUndo) -> bool:
         finally:
             os.close(dfd)
     if step.label:
-        os.setxattr(step.path, "security.selinux", step.label.encode(), follow_symlinks=False)
+        labels.set_label(step.path, step.label)
     return created
 
 

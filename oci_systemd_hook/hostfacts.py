@@ -150,6 +150,7 @@ class HostFacts:
         self.selinux = False
         self.os_release = ""  # host path of the host's os-release, "" if none
         self.journal_root_exists = False
+        self.mount_label_valid: bool | None = None  # what the SELinux policy says of linux.mountLabel
         self.host_machine_id = ""  # the host's own /etc/machine-id
         self.mid_claims: dict[str, str] = {}  # machine id -> live container id holding it
         #: machine id -> owner of <journal-root>/<mid>: a container id, "" (not the hook's);
@@ -201,7 +202,9 @@ def _memory_limit(facts: HostFacts) -> int | None:
 
 
 def selinux_enabled() -> bool:
-    return os.path.exists("/sys/fs/selinux/enforce")
+    from oci_systemd_hook import labels
+
+    return labels.enabled()
 
 
 def host_os_release() -> str:
@@ -218,7 +221,8 @@ def host_machine_id() -> str:
         return ""
 
 
-def gather(pid: int | None, journal_root: str, state_root: str = "", candidates: tuple[str, ...] = ()) -> HostFacts:
+def gather(pid: int | None, journal_root: str, state_root: str = "", candidates: tuple[str, ...] = (),
+           mount_label: str = "") -> HostFacts:
     """Read the facts for a live container, or only the host's when pid is None.
 
     `candidates` are the machine ids the container might get: who holds them (a live
@@ -241,7 +245,12 @@ def gather(pid: int | None, journal_root: str, state_root: str = "", candidates:
         facts.ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
         facts.ram = 0
-    facts.selinux = selinux_enabled()
+    if mount_label:  # SELinux matters to a container with a label only: no bindings loaded otherwise
+        facts.selinux = selinux_enabled()
+        if facts.selinux:
+            from oci_systemd_hook import labels
+
+            facts.mount_label_valid = labels.valid(mount_label)
     facts.os_release = host_os_release()
     if pid is None:
         return facts

@@ -229,6 +229,9 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         uid = uid if uid is not None else 0
         gid = gid if gid is not None else 0
     label = spec.mount_label if facts.selinux else ""
+    if label and facts.mount_label_valid is False:
+        raise InputError(f"config.json: linux.mountLabel {label[:200]!r} is not a valid SELinux context "
+                         "in this host's policy")
     if spec.mount_label and not facts.selinux:
         plan.notes.append("linux.mountLabel is set but SELinux is off on this host: no labels applied")
     owner_data = [f"uid={uid}", f"gid={gid}"] if uid is not None else []
