@@ -61,8 +61,9 @@ def test_the_bindings_are_used_when_they_import(fake_bindings: object, tmp_path:
     assert labels.valid(LABEL) is True
     assert labels.valid("bogus_u:x") is False
     labels.set_label(str(tmp_path), LABEL)
-    assert [["is_selinux_enabled"], ["security_check_context", LABEL],  # type: ignore[attr-defined]
-                                   ["security_check_context", "bogus_u:x"], ["lsetfilecon", str(tmp_path), LABEL]] == fake_bindings.CALLS
+    calls = fake_bindings.CALLS  # type: ignore[attr-defined]
+    assert calls == [["is_selinux_enabled"], ["security_check_context", LABEL],
+                     ["security_check_context", "bogus_u:x"], ["lsetfilecon", str(tmp_path), LABEL]]
 
 
 def test_without_the_bindings_the_xattr_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
