@@ -135,7 +135,7 @@ def _run(argv: list[str], log: Log) -> int:
     while lead < len(argv) and argv[lead] in GLOBAL_SWITCHES:
         lead += 1
     if lead < len(argv) and argv[lead] in TOOLS:
-        from oci_systemd_hook import tools
+        from oci_systemd_hook import toolcli
 
         # The tools run by hand: their messages are for the terminal, not for syslog.
         log.syslog_socket = ""
@@ -145,7 +145,7 @@ def _run(argv: list[str], log: Log) -> int:
         if {"-V", "--version"} & set(before) or {"-h", "--help"} & set(before):
             argv = [a for a in before if a != "--debug"]
         else:
-            return int(tools.main(argv[lead:], log))
+            return int(toolcli.main(argv[lead:], log))
     args = parse_args(argv)
     if "--help" in args.switches:
         sys.stdout.write(usage())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from oci_systemd_hook.tools import launcher_text
+from oci_systemd_hook.installer import launcher_text
 from tests.fakecontainer import REPO
 
 

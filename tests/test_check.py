@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from oci_systemd_hook import check
+from oci_systemd_hook import imagecheck as check
+from oci_systemd_hook import imagefs
 
 REPO = Path(__file__).resolve().parent.parent
 DEBIAN = Path("/var/cache/oci-systemd-hook/debian-12/rootfs")
@@ -44,7 +45,7 @@ def good_image(root: Path) -> Path:
         (root / link).symlink_to(target)
     shutil.copy(ELF, root / "usr/lib/systemd/systemd")
     (root / "usr/sbin/init").symlink_to("/lib/systemd/systemd")
-    interp = check.elf_info(ELF.read_bytes()[:check.ELF_PREFIX])
+    interp = imagefs.elf_info(ELF.read_bytes()[:imagefs.ELF_PREFIX])
     assert interp is not None and interp[1], "the host's /bin/true should be dynamically linked"
     loader = root / interp[1].lstrip("/")
     loader.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +234,7 @@ def test_masked_and_guarded_units(image: Path) -> None:
 
 
 def test_missing_loader_is_an_error(image: Path) -> None:
-    interp = check.elf_info(ELF.read_bytes()[:check.ELF_PREFIX])
+    interp = imagefs.elf_info(ELF.read_bytes()[:imagefs.ELF_PREFIX])
     assert interp is not None
     (image / interp[1].lstrip("/")).unlink()
     res = run_check(image)
@@ -275,14 +276,14 @@ def test_rootfs_that_is_not_a_directory_exits_2(tmp_path: Path) -> None:
 
 
 def test_shown_strips_control_characters() -> None:
-    assert check.shown("a\x1b[31mb\nc") == "a?[31mb?c"
-    assert check.shown("x" * 500, 10) == "x" * 10 + "..."
+    assert imagefs.shown("a\x1b[31mb\nc") == "a?[31mb?c"
+    assert imagefs.shown("x" * 500, 10) == "x" * 10 + "..."
 
 
 def test_elf_info_rejects_garbage() -> None:
-    assert check.elf_info(b"") is None
-    assert check.elf_info(b"#!/bin/sh\n" + b"\0" * 100) is None
-    assert check.elf_info(b"\x7fELF\x09" + b"\0" * 100) is None
+    assert imagefs.elf_info(b"") is None
+    assert imagefs.elf_info(b"#!/bin/sh\n" + b"\0" * 100) is None
+    assert imagefs.elf_info(b"\x7fELF\x09" + b"\0" * 100) is None
     truncated = ELF.read_bytes()[:80]
-    info = check.elf_info(truncated)
+    info = imagefs.elf_info(truncated)
     assert info is not None and info[1] == ""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from oci_systemd_hook.ids import machine_id_for
-from oci_systemd_hook.tools import launcher_text
+from oci_systemd_hook.installer import launcher_text
 from tests import realboot
 from tests.fakecontainer import REPO
 from tests.hookwiring import hooks

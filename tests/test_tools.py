@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from oci_systemd_hook import __version__, cli, tools
+from oci_systemd_hook import __version__, cli, hooksfile, installer
 from oci_systemd_hook.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def test_install_writes_launcher_json_man_page_and_manifest(installed: Path) -> 
 
 
 def test_installed_json_validates_and_points_at_the_launcher(installed: Path) -> None:
-    tools.validate(str(installed / JSON_FILE), str(installed))
+    hooksfile.validate(str(installed / JSON_FILE), str(installed))
     config = json.loads((installed / JSON_FILE).read_text())
     assert config["hook"]["path"] == "/" + LAUNCHER  # the final path, without destdir
     assert config["hook"]["args"] == ["oci-systemd-hook"]
@@ -83,7 +83,7 @@ def test_installed_json_validates_and_points_at_the_launcher(installed: Path) ->
 def test_commands_regex_matches_init_and_systemd_only() -> None:
     import re
 
-    regex = re.compile(tools.COMMANDS_REGEX)
+    regex = re.compile(installer.COMMANDS_REGEX)
     for command in ("init", "systemd", "/sbin/init", "/usr/lib/systemd/systemd", "./init"):
         assert regex.search(command), command
     for command in ("/bin/sh", "initd", "/usr/bin/systemd-run", "/sbin/init.sh", "myinit"):
@@ -193,7 +193,7 @@ def test_shipped_hooks_file_is_valid(capsys: pytest.CaptureFixture[str], install
 
 def test_schema_is_a_valid_json_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    schema = tools.schema()
+    schema = hooksfile.schema()
     jsonschema.validators.validator_for(schema).check_schema(schema)
 
 
@@ -271,7 +271,7 @@ def test_valid_variants(tmp_path: Path) -> None:
         doc["hook"] = {"path": "/bin/true", "args": ["h", "x"], "env": ["A=1", "B="], "timeout": 5}
         path = tmp_path / "ok.json"
         path.write_text(json.dumps(doc))
-        tools.validate(str(path))
+        hooksfile.validate(str(path))
 
 
 @pytest.mark.parametrize(("hook_path", "words"), [("/nonexistent/hook", "does not exist"),
@@ -300,9 +300,9 @@ def test_a_staged_hook_path_is_checked_below_root(tmp_path: Path) -> None:
     staged.chmod(0o755)
     path = tmp_path / "hook.json"
     path.write_text(json.dumps(dict(GOOD, hook={"path": "/usr/libexec/h"})))
-    tools.validate(str(path), str(tmp_path / "stage"))
+    hooksfile.validate(str(path), str(tmp_path / "stage"))
     with pytest.raises(InputError, match="does not exist"):
-        tools.validate(str(path))
+        hooksfile.validate(str(path))
 
 
 def test_the_legacy_format_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -349,7 +349,7 @@ def test_launcher_runs_and_says_which_pin_is_gone(tmp_path: Path) -> None:
 
     shutil.copytree(REPO / "oci_systemd_hook", pkg / "oci_systemd_hook")
     launcher = tmp_path / "oci-systemd-hook"
-    launcher.write_text(tools.launcher_text(str(venv_dir / "bin" / "python"), str(pkg)))
+    launcher.write_text(installer.launcher_text(str(venv_dir / "bin" / "python"), str(pkg)))
     launcher.chmod(0o755)
     res = _launch(launcher)
     assert (res.returncode, res.stdout) == (0, f"oci-systemd-hook {__version__}\n"), res.stderr

@@ -1,26 +1,20 @@
-"""The packaging and image tools: `install`, `uninstall`, `validate` and `check`.
+"""`install` and `uninstall`: the files a container engine needs to find the hook.
 
-These run by hand or from a package's build, never on a container start, so
-they may use argparse and json. `install` writes the files a container engine
-needs to find the hook (a launcher, an oci-hooks(5) JSON file, the man page) and
-a manifest of exactly what it wrote, which `uninstall` reads to remove exactly
-that.
+`install` writes a launcher, an oci-hooks(5) JSON file and the man page, and a manifest
+of exactly what it wrote, which `uninstall` reads to remove exactly that. They run by
+hand or from a package's build, never on a container start.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import os
-import re
 import sys
 import tempfile
-from typing import NoReturn
 
 from oci_systemd_hook.errors import EXIT_OK, HookError, InputError
 from oci_systemd_hook.log import Log
-from oci_systemd_hook.schema import HOOKS_SCHEMA, first_problem, load_schema
 
 PROG = "oci-systemd-hook"
 LAUNCHER = "libexec/oci/hooks.d/oci-systemd-hook"
@@ -30,80 +24,6 @@ MANIFEST = "share/oci-systemd-hook/installed-files"
 #: The conditions under which a container engine runs the hook: a command named init or systemd.
 COMMANDS_REGEX = "(^|/)(init|systemd)$"
 HOOKS_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
-MAX_HOOK_FILE = 1 << 20
-#: Python-only regex syntax that Go's RE2 (podman, CRI-O) rejects: lookarounds, backreferences.
-_NOT_RE2 = re.compile(r"\(\?(?:=|!|<=|<!)|(?<!\\)\\[1-9]")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as InputError (one line, exit 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        # The log line starts with the program's name already: name only the subcommand.
-        where = self.prog[len(PROG):].strip()
-        raise InputError(f"{where}: {message}" if where else message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Install the hook, validate hooks.d files, check images.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{install,uninstall,validate,check}")
-    inst = sub.add_parser("install", help="install the launcher, the hooks.d JSON file and the man page",
-                          description="Write PREFIX/libexec/oci/hooks.d/oci-systemd-hook (a launcher that runs "
-                          "this package with `python -IS`), PREFIX/share/containers/oci/hooks.d/"
-                          "oci-systemd-hook.json, the man page, and a manifest of those files for uninstall. "
-                          "Safe to run again.")
-    inst.add_argument("--destdir", default="", help="stage the files under this directory (for packaging)")
-    inst.add_argument("--prefix", default="/usr", help="installation prefix (default /usr)")
-    inst.add_argument("--python", default=sys.executable,
-                      help="interpreter the launcher pins (default: this one, %(default)s)")
-    inst.add_argument("--package-dir", default="",
-                      help="directory holding the oci_systemd_hook package that the launcher pins (default: where "
-                      "this one is); give the final path when staging with --destdir")
-    uninst = sub.add_parser("uninstall", help="remove exactly what install wrote",
-                            description="Remove the files listed in PREFIX/share/oci-systemd-hook/installed-files, "
-                            "the manifest, and the directories install created if they are now empty.")
-    uninst.add_argument("--destdir", default="", help="the --destdir given to install")
-    uninst.add_argument("--prefix", default="/usr", help="the --prefix given to install (default /usr)")
-    val = sub.add_parser("validate", help="validate an oci-hooks(5) JSON file",
-                         description="Validate a hooks.d JSON file against the oci-hooks 1.0.0 schema shipped "
-                         "with this package, and check that its regular expressions compile. "
-                         "Exit 0 if valid, 2 if not.")
-    val.add_argument("file", metavar="FILE")
-    val.add_argument("--root", default="/", help="check hook.path below this directory (a package's staging "
-                     "root; default /)")
-    chk = sub.add_parser("check", help="can this image boot systemd in a container?",
-                         description="Check an image root for what systemd needs to boot as PID 1 in a container. "
-                         "Exit 0: no problem (ok or info only); 1: warnings (boots, something fails); "
-                         "2: errors (cannot boot).")
-    chk.add_argument("rootfs", metavar="ROOTFS")
-    chk.add_argument("--json", action="store_true", help="print the findings as a JSON object")
-    for one in (inst, uninst, val, chk):
-        one.add_argument("--debug", action="store_true", help="log every step")
-    return parser
-
-
-def main(argv: list[str], log: Log) -> int:
-    """Run one tool; `argv` starts with the subcommand word."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    if args.debug:
-        log.debug_enabled = True
-    if args.command == "install":
-        return install(args.destdir, args.prefix, args.python, log, args.package_dir)
-    if args.command == "uninstall":
-        return uninstall(args.destdir, args.prefix, log)
-    if args.command == "validate":
-        validate(args.file, args.root)
-        print(f"{args.file}: valid oci-hooks 1.0.0")
-        return EXIT_OK
-    from oci_systemd_hook.check import run
-
-    return run(args.rootfs, args.json)
-
-
-# --- install / uninstall -------------------------------------------------------------------
 
 
 def package_parent() -> str:
@@ -338,59 +258,3 @@ def uninstall(destdir: str, prefix: str, log: Log) -> int:
 
 
 # --- validate ------------------------------------------------------------------------------
-
-
-def schema() -> dict[str, object]:
-    return load_schema(HOOKS_SCHEMA)
-
-
-def validate(path: str, root: str = "/") -> None:
-    """Raise InputError naming the first bad field if `path` is not a valid oci-hooks 1.0.0 file.
-
-    Also refused: a hook.path (below `root`) that is missing or not executable, which podman
-    and CRI-O drop silently (the container then exits 255 with no hint), and the legacy 0.1.0
-    format, named as such.
-    """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_HOOK_FILE + 1)
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror}") from None
-    if len(raw) > MAX_HOOK_FILE:
-        raise InputError(f"{path}: larger than {MAX_HOOK_FILE} bytes; not a hook file")
-    try:
-        document = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    if isinstance(document, dict) and "version" not in document and (
-            isinstance(document.get("hook"), str) or "stage" in document or "cmds" in document):
-        raise InputError(f"{path}: the legacy 0.1.0 hooks format (\"hook\" a path, \"stage\", \"cmds\"): "
-                         "write version 1.0.0 (oci-hooks(5)); `oci-systemd-hook install` does")
-    problem = first_problem(document, HOOKS_SCHEMA, quoted=False)
-    if problem:
-        raise InputError(f"{path}: {problem}")
-    hook_path = document["hook"]["path"]
-    on_disk = os.path.join(root, hook_path.lstrip("/"))
-    if not os.path.isfile(on_disk):
-        raise InputError(f"{path}: hook.path: {hook_path} does not exist (podman and CRI-O drop the file without a "
-                         "word; the container then exits 255)")
-    if not os.access(on_disk, os.X_OK):
-        raise InputError(f"{path}: hook.path: {hook_path} is not executable")
-    when = document["when"]
-    for i, regex in enumerate(when.get("commands", [])):
-        _compile(path, f"when.commands[{i}]", regex)
-    for key, regex in when.get("annotations", {}).items():
-        _compile(path, f"when.annotations[{json.dumps(key)}] (key)", key)
-        _compile(path, f"when.annotations[{json.dumps(key)}]", regex)
-
-
-def _compile(path: str, field: str, regex: str) -> None:
-    try:
-        re.compile(regex)
-    except re.error as exc:
-        raise InputError(f"{path}: {field}: {json.dumps(regex)} is not a valid regular expression: {exc}") from None
-    if _NOT_RE2.search(regex):
-        raise InputError(f"{path}: {field}: {json.dumps(regex)} uses a lookaround or a backreference, which the "
-                         "Go regexp syntax of podman and CRI-O does not support")

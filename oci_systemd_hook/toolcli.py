@@ -1,0 +1,81 @@
+"""The command line of the tools (`install`, `uninstall`, `validate`, `check`): argparse, then
+the module that does the work. Never on a container start, so argparse is fine here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from oci_systemd_hook.errors import EXIT_OK, InputError
+from oci_systemd_hook.hooksfile import validate
+from oci_systemd_hook.installer import PROG, install, uninstall
+from oci_systemd_hook.log import Log
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as InputError (one line, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        # The log line starts with the program's name already: name only the subcommand.
+        where = self.prog[len(PROG):].strip()
+        raise InputError(f"{where}: {message}" if where else message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Install the hook, validate hooks.d files, check images.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{install,uninstall,validate,check}")
+    inst = sub.add_parser("install", help="install the launcher, the hooks.d JSON file and the man page",
+                          description="Write PREFIX/libexec/oci/hooks.d/oci-systemd-hook (a launcher that runs "
+                          "this package with `python -IS`), PREFIX/share/containers/oci/hooks.d/"
+                          "oci-systemd-hook.json, the man page, and a manifest of those files for uninstall. "
+                          "Safe to run again.")
+    inst.add_argument("--destdir", default="", help="stage the files under this directory (for packaging)")
+    inst.add_argument("--prefix", default="/usr", help="installation prefix (default /usr)")
+    inst.add_argument("--python", default=sys.executable,
+                      help="interpreter the launcher pins (default: this one, %(default)s)")
+    inst.add_argument("--package-dir", default="",
+                      help="directory holding the oci_systemd_hook package that the launcher pins (default: where "
+                      "this one is); give the final path when staging with --destdir")
+    uninst = sub.add_parser("uninstall", help="remove exactly what install wrote",
+                            description="Remove the files listed in PREFIX/share/oci-systemd-hook/installed-files, "
+                            "the manifest, and the directories install created if they are now empty.")
+    uninst.add_argument("--destdir", default="", help="the --destdir given to install")
+    uninst.add_argument("--prefix", default="/usr", help="the --prefix given to install (default /usr)")
+    val = sub.add_parser("validate", help="validate an oci-hooks(5) JSON file",
+                         description="Validate a hooks.d JSON file against the oci-hooks 1.0.0 schema shipped "
+                         "with this package, and check that its regular expressions compile. "
+                         "Exit 0 if valid, 2 if not.")
+    val.add_argument("file", metavar="FILE")
+    val.add_argument("--root", default="/", help="check hook.path below this directory (a package's staging "
+                     "root; default /)")
+    chk = sub.add_parser("check", help="can this image boot systemd in a container?",
+                         description="Check an image root for what systemd needs to boot as PID 1 in a container. "
+                         "Exit 0: no problem (ok or info only); 1: warnings (boots, something fails); "
+                         "2: errors (cannot boot).")
+    chk.add_argument("rootfs", metavar="ROOTFS")
+    chk.add_argument("--json", action="store_true", help="print the findings as a JSON object")
+    for one in (inst, uninst, val, chk):
+        one.add_argument("--debug", action="store_true", help="log every step")
+    return parser
+
+
+def main(argv: list[str], log: Log) -> int:
+    """Run one tool; `argv` starts with the subcommand word."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    if args.debug:
+        log.debug_enabled = True
+    if args.command == "install":
+        return install(args.destdir, args.prefix, args.python, log, args.package_dir)
+    if args.command == "uninstall":
+        return uninstall(args.destdir, args.prefix, log)
+    if args.command == "validate":
+        validate(args.file, args.root)
+        print(f"{args.file}: valid oci-hooks 1.0.0")
+        return EXIT_OK
+    from oci_systemd_hook.imagecheck import run
+
+    return run(args.rootfs, args.json)
