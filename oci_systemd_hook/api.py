@@ -174,6 +174,9 @@ def poststop(state: State, settings: Settings | None = None, log: Log | None = N
 
         candidates = machine_id_candidates(state.id, spec.env_get("container_uuid"))
     from oci_systemd_hook.cleanup import poststop as clean
+    from oci_systemd_hook.settings import duration_seconds, size_bytes
 
     bundle = "" if state.bundle == "/" else state.bundle
-    clean(settings.state_dir, state.id, bundle, log, settings.journal, settings.journal_root, candidates)
+    max_use = 0 if settings.journal_max_use == "off" else size_bytes(settings.journal_max_use, 0)
+    retention = (duration_seconds(settings.journal_max_age), max_use) if os.path.lexists(state_dir) else (0, 0)
+    clean(settings.state_dir, state.id, bundle, log, settings.journal, settings.journal_root, candidates, retention)

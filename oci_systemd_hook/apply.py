@@ -107,7 +107,7 @@ def _host_step(step: HostStep, plan: Plan, undo: _HostUndo) -> bool:
         store_existed = os.path.isdir(os.path.join(plan.journal_root, registry.JOURNAL_STORE))
         try:
             created = registry.claim_journal(plan.journal_root, plan.machine_id, plan.container_id, step.mode,
-                                             step.uid, step.gid)
+                                             step.uid, step.gid, plan.state_root)
         except BaseException:
             if not store_existed:
                 registry.drop_empty_store(plan.journal_root)

@@ -111,12 +111,14 @@ def undo_record(record: dict[str, object], log: Log) -> None:
 
 
 def poststop(state_root: str, cid: str, bundle: str, log: Log, journal_mode: str, journal_root: str = "",
-             candidates: tuple[str, ...] = ()) -> None:
+             candidates: tuple[str, ...] = (), retention: tuple[int, int] = (0, 0)) -> None:
     """Remove this container's state, the hook's host mounts and (if asked) its journal.
 
     `bundle` ("" for any) must match the record's: the same id in another runtime is
     another container. `journal_mode`/`candidates` are used only when prestart left no
     record. A journal is only ever removed when the registry says it is `cid`'s.
+    `retention` (maximum age in seconds, maximum use in bytes; 0: none) then applies to
+    the kept journals of every container that is gone.
     """
     from oci_systemd_hook import registry
 
@@ -145,3 +147,9 @@ def poststop(state_root: str, cid: str, bundle: str, log: Log, journal_mode: str
         log.debug(f"removed {state_dir}")
     except FileNotFoundError:
         pass
+    if journal_root and any(retention):
+        import time
+
+        from oci_systemd_hook import retention as policy
+
+        policy.apply(journal_root, state_root, retention[0], retention[1], time.time(), log)

@@ -149,6 +149,22 @@ def _open_store(journal_root: str, create: bool) -> int | None:
         os.close(root_fd)
 
 
+def open_store(journal_root: str) -> int | None:
+    """An fd of the private store (None when there is none); HookError when it is not private."""
+    return _open_store(journal_root, create=False)
+
+
+def read_owner(store_fd: int, mid: str) -> str | None:
+    """The container id `<mid>.owner` names, None without one."""
+    return _read_owner(store_fd, mid)
+
+
+def _owner_lines(fd: int) -> list[str]:
+    """`<mid>.owner`: the container id, then the state root of the hook that made it."""
+    lines = os.read(fd, MAX_OWNER_BYTES).decode("utf-8", "replace").splitlines()
+    return [line.strip() for line in lines] or [""]
+
+
 def _read_owner(store_fd: int, mid: str) -> str | None:
     try:
         fd = os.open(mid + OWNER_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=store_fd)
@@ -157,7 +173,22 @@ def _read_owner(store_fd: int, mid: str) -> str | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return os.read(fd, MAX_OWNER_BYTES).decode("utf-8", "replace").strip()
+        return _owner_lines(fd)[0]
+    finally:
+        os.close(fd)
+
+
+def owner_state_root(store_fd: int, mid: str) -> str:
+    """The state root of the hook that made `<mid>` ("" if it did not say): where its container is live."""
+    try:
+        fd = os.open(mid + OWNER_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=store_fd)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        lines = _owner_lines(fd)
+        return lines[1] if len(lines) > 1 and lines[1].startswith("/") else ""
     finally:
         os.close(fd)
 
@@ -198,7 +229,8 @@ def journal_owner(journal_root: str, mid: str) -> str | None:
         os.close(store)
 
 
-def claim_journal(journal_root: str, mid: str, cid: str, mode: int, uid: int | None, gid: int | None) -> bool:
+def claim_journal(journal_root: str, mid: str, cid: str, mode: int, uid: int | None, gid: int | None,
+                  state_root: str = "") -> bool:
     """Make (or reuse) `cid`'s journal directory for `mid`; True if it was made now.
 
     Raises HookError when the place belongs to someone else, so a race with another
@@ -206,10 +238,10 @@ def claim_journal(journal_root: str, mid: str, cid: str, mode: int, uid: int | N
     """
     for _ in range(3):
         try:
-            return _claim_journal(journal_root, mid, cid, mode, uid, gid)
+            return _claim_journal(journal_root, mid, cid, mode, uid, gid, state_root)
         except FileNotFoundError:  # a poststop removed the empty store meanwhile: make it again
             continue
-    return _claim_journal(journal_root, mid, cid, mode, uid, gid)
+    return _claim_journal(journal_root, mid, cid, mode, uid, gid, state_root)
 
 
 def _link_is_free_or_ours(link: str, mid: str) -> bool:
@@ -221,7 +253,8 @@ def _link_is_free_or_ours(link: str, mid: str) -> bool:
         return False
 
 
-def _claim_journal(journal_root: str, mid: str, cid: str, mode: int, uid: int | None, gid: int | None) -> bool:
+def _claim_journal(journal_root: str, mid: str, cid: str, mode: int, uid: int | None, gid: int | None,
+                   state_root: str) -> bool:
     link = journal_link(journal_root, mid)
     if not _link_is_free_or_ours(link, mid):
         raise HookError(f"{link} exists and is not the hook's: not linking the journal")
@@ -242,7 +275,7 @@ def _claim_journal(journal_root: str, mid: str, cid: str, mode: int, uid: int | 
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=store)
             try:
-                os.write(fd, cid.encode() + b"\n")
+                os.write(fd, cid.encode() + b"\n" + (state_root.encode() + b"\n" if state_root else b""))
             finally:
                 os.close(fd)
             try:

@@ -25,6 +25,10 @@ KNOBS: dict[str, tuple[str, str]] = {
     "run-size": ("size", "size of the /run, /run/lock and /var/log/journal tmpfs (default 64m)"),
     "tmp-size": ("size", "size of the /tmp tmpfs; auto (default) is half the memory limit when that is below RAM"),
     "max-size": ("size", "the largest tmpfs size an annotation may ask for; larger ones are cut to it (default 25%)"),
+    "journal-max-age": ("duration", "remove kept journals of gone containers not written for this long (default "
+                                    "30d; off: never)"),
+    "journal-max-use": ("size", "remove the oldest kept journals of gone containers beyond this total (default 1g; "
+                                "off: no limit)"),
     "debug": ("bool", "log every step to stderr and syslog"),
 }
 #: Knobs a container may set for itself through annotations.
@@ -60,6 +64,28 @@ def check_size(value: str, where: str) -> str:
     return text
 
 
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def check_duration(value: str, where: str) -> str:
+    """A duration such as 30d, 12h, 90m or 3600s (or 3600: seconds), or off."""
+    text = value.strip().lower()
+    if text in ("off", "0"):
+        return "off"
+    digits = text[:-1] if text[-1:] in _SECONDS else text
+    if not digits.isdigit() or not digits.isascii() or len(digits) > 12 or int(digits) == 0:
+        raise InputError(f"{where}: expected a duration such as 30d, 12h, 90m or off, got {value[:40]!r}")
+    return text
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds of a duration that check_duration accepted; 0 for off."""
+    if text == "off":
+        return 0
+    unit = _SECONDS.get(text[-1:], 1)
+    return int(text[:-1] if text[-1:] in _SECONDS else text) * unit
+
+
 def size_bytes(text: str, ram: int) -> int:
     """Bytes of a size that check_size accepted; a percentage is of `ram`."""
     if text.endswith("%"):
@@ -78,6 +104,8 @@ class Settings:
         self.run_size = "64m"
         self.tmp_size = "auto"
         self.max_size = "25%"
+        self.journal_max_age = "30d"
+        self.journal_max_use = "1g"
         self.debug = False
         #: Knobs whose value came from the container's annotations (untrusted).
         self.from_annotations: set[str] = set()
@@ -88,9 +116,16 @@ class Settings:
             if not value.startswith("/") or "\0" in value:
                 raise InputError(f"{where}: expected an absolute path, got {value[:80]!r}")
             setattr(self, name.replace("-", "_"), value.rstrip("/") or "/")
+        elif kind == "duration":
+            self.journal_max_age = check_duration(value, where)
         elif kind == "size":
             if name == "tmp-size" and value.strip().lower() == "auto":
                 self.tmp_size = "auto"
+            elif name == "journal-max-use" and value.strip().lower() in ("off", "0"):
+                self.journal_max_use = "off"
+            elif name == "journal-max-use" and value.strip().endswith("%"):
+                raise InputError(f"{where}: expected a size such as 512m or 2g (not a share of RAM), got "
+                                 f"{value[:40]!r}")
             else:
                 setattr(self, name.replace("-", "_"), check_size(value, where))
         elif kind == "journal":

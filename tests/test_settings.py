@@ -12,6 +12,7 @@ def test_defaults() -> None:
     s = Settings()
     assert s.as_dict() == {"state-dir": "/run/oci-systemd-hook", "journal-root": "/var/log/journal",
                            "journal": "keep", "run-size": "64m", "tmp-size": "auto", "max-size": "25%",
+                           "journal-max-age": "30d", "journal-max-use": "1g",
                            "debug": False}
     assert list(s.as_dict()) == list(KNOBS)
 
@@ -22,7 +23,8 @@ def test_env() -> None:
                  "OCI_SYSTEMD_HOOK_JOURNAL": "remove", "OCI_SYSTEMD_HOOK_RUN_SIZE": "32M",
                  "OCI_SYSTEMD_HOOK_TMP_SIZE": "25%", "OCI_SYSTEMD_HOOK_DEBUG": "yes", "PATH": "/bin"})
     assert s.as_dict() == {"state-dir": "/srv/state", "journal-root": "/srv/journal", "journal": "remove",
-                           "run-size": "32m", "tmp-size": "25%", "max-size": "25%", "debug": True}
+                           "run-size": "32m", "tmp-size": "25%", "max-size": "25%",
+                           "journal-max-age": "30d", "journal-max-use": "1g", "debug": True}
 
 
 def test_env_empty_values_are_ignored() -> None:
@@ -160,6 +162,7 @@ def test_annotation_knobs_only_tune_the_container() -> None:
                          "oci-systemd-hook.tmp-size": "128m", "oci-systemd-hook.debug": "true"})
     assert s.as_dict() == {"state-dir": "/run/oci-systemd-hook", "journal-root": "/var/log/journal",
                            "journal": "remove", "run-size": "8m", "tmp-size": "128m", "max-size": "25%",
+                           "journal-max-age": "30d", "journal-max-use": "1g",
                            "debug": True}
 
 
@@ -188,3 +191,36 @@ def test_order_env_then_later_sources_win() -> None:
     s.set("run-size", "20m", "--run-size")
     s.apply_annotations({"oci-systemd-hook.run-size": "30m"})
     assert s.run_size == "30m"
+
+
+@pytest.mark.parametrize(("value", "stored", "seconds"), [("30d", "30d", 30 * 86400), ("12h", "12h", 43200),
+                                                          ("90m", "90m", 5400), ("3600", "3600", 3600),
+                                                          ("off", "off", 0), ("0", "off", 0)])
+def test_journal_max_age(value: str, stored: str, seconds: int) -> None:
+    from oci_systemd_hook.settings import duration_seconds
+
+    s = Settings()
+    s.set("journal-max-age", value, "--journal-max-age")
+    assert (s.journal_max_age, duration_seconds(s.journal_max_age)) == (stored, seconds)
+
+
+@pytest.mark.parametrize("value", ["", "30x", "-1d", "1.5d", "d", "9" * 13 + "d"])
+def test_bad_journal_max_age(value: str) -> None:
+    with pytest.raises(InputError, match="expected a duration"):
+        Settings().set("journal-max-age", value, "--journal-max-age")
+
+
+def test_journal_max_use() -> None:
+    s = Settings()
+    s.set("journal-max-use", "512m", "--journal-max-use")
+    assert s.journal_max_use == "512m"
+    s.set("journal-max-use", "off", "--journal-max-use")
+    assert s.journal_max_use == "off"
+    with pytest.raises(InputError, match="not a share of RAM"):
+        s.set("journal-max-use", "10%", "--journal-max-use")
+
+
+def test_retention_is_not_an_annotation_knob() -> None:
+    s = Settings()
+    s.apply_annotations({"oci-systemd-hook.journal-max-age": "off", "oci-systemd-hook.journal-max-use": "off"})
+    assert (s.journal_max_age, s.journal_max_use) == ("30d", "1g")
