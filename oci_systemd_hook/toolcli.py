@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                          description="Check an image root for what systemd needs to boot as PID 1 in a container. "
                          "Exit 0: no problem (ok or info only); 1: warnings (boots, something fails); "
                          "2: errors (cannot boot).")
-    chk.add_argument("rootfs", metavar="ROOTFS")
+    chk.add_argument("rootfs", metavar="ROOTFS", nargs="?", help="an image's root directory")
+    chk.add_argument("--bundle", metavar="DIR", help="check a bundle's config.json instead: capabilities, the "
+                     "/sys/fs/cgroup mount, the hook wired in, rlimits")
     chk.add_argument("--json", action="store_true", help="print the findings as a JSON object")
     for one in (inst, uninst, val, chk):
         one.add_argument("--debug", action="store_true", help="log every step")
@@ -76,6 +78,12 @@ def main(argv: list[str], log: Log) -> int:
         validate(args.file, args.root)
         print(f"{args.file}: valid oci-hooks 1.0.0")
         return EXIT_OK
+    if (args.rootfs is None) == (args.bundle is None):
+        raise InputError("check: give either ROOTFS (an image) or --bundle DIR (a bundle's config.json)")
+    if args.bundle is not None:
+        from oci_systemd_hook import bundlecheck
+
+        return bundlecheck.run(args.bundle, args.json)
     from oci_systemd_hook.imagecheck import run
 
     return run(args.rootfs, args.json)
