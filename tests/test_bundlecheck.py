@@ -116,7 +116,7 @@ def test_the_readme_edits_boot_a_runc_spec_bundle(tmp_path: Path) -> None:
         subprocess.run([sys.executable, "-c", readme_edits()], cwd=c.bundle, check=True)
         edited = json.loads((c.bundle / "config.json").read_text())
         state, journal = tmp_path / "state", tmp_path / "journal"
-        for stage, hooks in edited["hooks"].items():  # this test's launcher, state and journal directories
+        for hooks in edited["hooks"].values():  # this test's launcher, state and journal directories
             for h in hooks:
                 h["path"] = str(launcher)
                 h["args"] += [f"--state-dir={state}", f"--journal-root={journal}"]
