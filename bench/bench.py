@@ -6,7 +6,7 @@
 Every row runs a fresh process N times (interleaved with the floor, so drift hits all rows
 alike) and reports the median and p90 wall time (spawn to reap, measured here) and the
 median peak RSS of the child (os.wait4's ru_maxrss, KiB). The hook is run through the same
-launcher the tests wire into config.json (tests/hookwiring.write_launcher: `#!<python> -IS`),
+launcher the tests wire into config.json (tests/hookwiring.write_launcher: /bin/sh, then `python -IS`),
 with an empty environment as runc gives its hooks. See bench/README.md.
 """
 
@@ -263,7 +263,7 @@ def header(python: str, runs: int, rss_runs: int, boot_runs: int, load: list[str
         *(["WARNING: the host was busy (load average above half the CPUs): ratios are unreliable"] if busy else []),
         f"date:    {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"kernel:  {platform.system()} {platform.release()} {platform.machine()}",
-        f"python:  {python} ({pyver}), launcher '#!{python} -IS'",
+        f"python:  {python} ({pyver}), launcher: /bin/sh pinning '{python} -IS'",
         f"cpus:    {os.cpu_count()} online, {len(os.sched_getaffinity(0))} usable; "
         f"load average at the start {' '.join(load[:3])}",
         f"runs:    N={runs} per hook row (interleaved, after 1 warm-up round)"
