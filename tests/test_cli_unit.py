@@ -385,10 +385,12 @@ def test_a_bare_run_on_a_terminal_prints_a_hint() -> None:
 
 
 def test_usage_errors_of_the_tools_name_the_program_once() -> None:
-    res = _hook("check")
+    res = _hook("validate")
     assert res.returncode == 2
-    assert res.stderr == "oci-systemd-hook: error: check: the following arguments are required: ROOTFS\n"
+    assert res.stderr == "oci-systemd-hook: error: validate: the following arguments are required: FILE\n"
     assert res.stderr.count("oci-systemd-hook") == 1
+    res = _hook("check")
+    assert res.returncode == 2 and res.stderr.count("oci-systemd-hook") == 1
 
 
 @pytest.mark.parametrize("args", [["--debug", "check", "/nonexistent"], ["check", "--debug", "/nonexistent"]])

@@ -3,8 +3,8 @@ systemd container boots with the launcher `install` would write for each.
 
 The interpreters come from pyenv (`pyenv versions`; $PYENV_ROOT/versions/X.Y.Z) or from PATH
 (pythonX.Y). Each gets a virtual environment with the test tools, cached in
-/var/cache/oci-systemd-hook/venvs (the package itself is not installed there: the tests import
-it from this checkout). The interpreter running the suite is the one the rest of it covers.
+/var/cache/oci-systemd-hook/venvs (the package itself is not installed there: a .pth file puts
+this checkout on its path). The interpreter running the suite is the one the rest of it covers.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def venv(version: str) -> Path:
                               *TOOLS], capture_output=True, text=True, timeout=600, check=False)
         assert res.returncode == 0, res.stderr
         ready.write_text(str(python))
+    # This checkout on the venv's path, for the tests that start `python -I -m oci_systemd_hook`
+    # (a .pth file: -I still reads them; nothing to build or install).
+    purelib = subprocess.run([str(bin_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (Path(purelib) / "oci_systemd_hook_checkout.pth").write_text(str(REPO) + "\n")
     return bin_python
 
 
