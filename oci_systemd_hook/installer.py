@@ -19,10 +19,15 @@ from oci_systemd_hook.log import Log
 PROG = "oci-systemd-hook"
 LAUNCHER = "libexec/oci/hooks.d/oci-systemd-hook"
 HOOK_JSON = "share/containers/oci/hooks.d/oci-systemd-hook.json"
+#: podman ANDs the conditions of one file's `when`: the force-on annotation needs a file of its own.
+HOOK_JSON_ANNOTATION = "share/containers/oci/hooks.d/oci-systemd-hook-annotation.json"
 MAN_PAGE = "share/man/man1/oci-systemd-hook.1"
 MANIFEST = "share/oci-systemd-hook/installed-files"
 #: The conditions under which a container engine runs the hook: a command named init or systemd.
 COMMANDS_REGEX = "(^|/)(init|systemd)$"
+#: ... or the annotation that forces it on (a wrapper script as PID 1); the hook reads the value itself.
+ENABLE_KEY_REGEX = "^oci-systemd-hook\\.enable$"
+ENABLE_VALUE_REGEX = "(?i)^(1|true|yes|on|enable|enabled)$"
 HOOKS_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
 
 
@@ -74,6 +79,17 @@ def hook_config(launcher: str) -> dict[str, object]:
 
 def hook_json(launcher: str) -> str:
     return json.dumps(hook_config(launcher), indent=2) + "\n"
+
+
+def annotation_hook_json(launcher: str) -> str:
+    """The second hooks file: the same hook, when the container asks for it by annotation.
+
+    When both files match (an init command and the annotation), the engine runs the hook
+    twice; the second prestart finds the container prepared and does nothing, and poststop
+    is idempotent.
+    """
+    config = dict(hook_config(launcher), when={"annotations": {ENABLE_KEY_REGEX: ENABLE_VALUE_REGEX}})
+    return json.dumps(config, indent=2) + "\n"
 
 
 def man_source() -> str | None:
@@ -182,6 +198,7 @@ def install(destdir: str, prefix: str, python: str, log: Log, package_dir: str =
     items: list[tuple[str, bytes, int]] = [
         (launcher, launcher_text(python, package_dir).encode(), 0o755),
         (os.path.join(prefix, HOOK_JSON), hook_json(launcher).encode(), 0o644),
+        (os.path.join(prefix, HOOK_JSON_ANNOTATION), annotation_hook_json(launcher).encode(), 0o644),
     ]
     man = man_source()
     if man is not None:

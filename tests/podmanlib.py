@@ -101,11 +101,13 @@ def write_hooks_dir(directory: Path, state_dir: Path, journal_root: Path, *extra
             "when": {"commands": ["(^|/)(init|systemd)$"]},
             "stages": ["prestart", "poststop"],
         }))
-    installed["hook"]["args"] += [f"--state-dir={state_dir}", f"--journal-root={journal_root}", *extra]
-    path = hooks_dir / "oci-systemd-hook.json"
-    path.write_text(json.dumps(installed, indent=2))
-    subprocess.run([sys.executable, "-m", "oci_systemd_hook", "validate", str(path)], check=True,
-                   capture_output=True, cwd=REPO)
+    for name in ("oci-systemd-hook.json", "oci-systemd-hook-annotation.json"):
+        config = json.loads((prefix / "share/containers/oci/hooks.d" / name).read_text())
+        config["hook"]["args"] += [f"--state-dir={state_dir}", f"--journal-root={journal_root}", *extra]
+        path = hooks_dir / name
+        path.write_text(json.dumps(config, indent=2))
+        subprocess.run([sys.executable, "-m", "oci_systemd_hook", "validate", str(path)], check=True,
+                       capture_output=True, cwd=REPO)
     return hooks_dir
 
 

@@ -151,3 +151,39 @@ def test_disabled_by_env_does_nothing(podman_env: dict[str, object]) -> None:
     finally:
         bare.close()
     assert bare.leftovers() == []
+
+
+def test_the_force_on_annotation_reaches_a_wrapper_script(podman_env: dict[str, object]) -> None:
+    """PID 1 is a shell script that execs systemd: only the annotation file matches (podman ANDs
+    one file's conditions, so the commands file alone could never see the annotation)."""
+    pm = podman_env["podman"]
+    assert isinstance(pm, Podman)
+    state_dir = Path(str(podman_env["state_dir"]))
+    cid = pm.run("--systemd=false", "--stop-signal=SIGRTMIN+3", "--annotation", "oci-systemd-hook.enable=true",
+                 command=("/bin/sh", "-c", "exec /sbin/init")).stdout.strip()
+    word, failed = pm.wait_running(cid, timeout=30)
+    assert (word, failed) == ("running", ""), pm.exec(cid, ["journalctl", "-b", "-p", "warning"], check=False)
+    assert (state_dir / cid).is_dir()
+    podman(["stop", "-t", "30", cid], timeout=60)
+    podman(["rm", cid])
+    wait_gone(state_dir / cid)
+    # Without the annotation the same wrapper gets no hook, and systemd cannot boot.
+    cid = pm.run("--systemd=false", command=("/bin/sh", "-c", "exec /sbin/init")).stdout.strip()
+    time.sleep(1)
+    assert not (state_dir / cid).exists()
+
+
+def test_both_files_matching_prepare_the_container_once(podman_env: dict[str, object]) -> None:
+    pm = podman_env["podman"]
+    assert isinstance(pm, Podman)
+    state_dir = Path(str(podman_env["state_dir"]))
+    cid = pm.run("--systemd=false", "--stop-signal=SIGRTMIN+3", "--annotation",
+                 "oci-systemd-hook.enable=true").stdout.strip()
+    word, failed = pm.wait_running(cid, timeout=30)
+    assert (word, failed) == ("running", "")
+    entries = mountinfo_entries(pm.exec(cid, ["cat", "/proc/self/mountinfo"]))
+    for path in ("/run", "/run/lock", "/tmp", "/var/log/journal", "/etc/machine-id", "/run/host"):
+        assert len([e for e in entries if e["mountpoint"] == path]) == 1, path
+    podman(["stop", "-t", "30", cid], timeout=60)
+    podman(["rm", cid])
+    wait_gone(state_dir / cid)

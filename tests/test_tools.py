@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 HOOKS_FILE = REPO / "hooks.d" / "oci-systemd-hook.json"
 LAUNCHER = "usr/libexec/oci/hooks.d/oci-systemd-hook"
 JSON_FILE = "usr/share/containers/oci/hooks.d/oci-systemd-hook.json"
+ANNOTATION_FILE = "usr/share/containers/oci/hooks.d/oci-systemd-hook-annotation.json"
 MAN_FILE = "usr/share/man/man1/oci-systemd-hook.1"
 MANIFEST = "usr/share/oci-systemd-hook/installed-files"
 
@@ -62,12 +63,12 @@ def test_install_writes_launcher_json_man_page_and_manifest(installed: Path) -> 
     assert '"$python" -IS -c' in text
     assert repr(str(REPO)) in text  # the directory that holds the package
     assert "from oci_systemd_hook.cli import main" in text
-    for rel in (JSON_FILE, MAN_FILE, MANIFEST):
+    for rel in (JSON_FILE, ANNOTATION_FILE, MAN_FILE, MANIFEST):
         assert stat.S_IMODE((installed / rel).stat().st_mode) == 0o644, rel
     assert (installed / MAN_FILE).read_bytes() == (REPO / "man" / "oci-systemd-hook.1").read_bytes()
     listed = [line.split(" ", 1) for line in (installed / MANIFEST).read_text().splitlines() if line[:1] != "#"]
     files = sorted(p for kind, p in listed if kind == "file")
-    assert files == sorted("/" + rel for rel in (LAUNCHER, JSON_FILE, MAN_FILE))
+    assert files == sorted("/" + rel for rel in (LAUNCHER, JSON_FILE, ANNOTATION_FILE, MAN_FILE))
 
 
 def test_installed_json_validates_and_points_at_the_launcher(installed: Path) -> None:
@@ -78,6 +79,23 @@ def test_installed_json_validates_and_points_at_the_launcher(installed: Path) ->
     assert config["stages"] == ["prestart", "poststop"]
     # With the default prefix, install writes exactly the file the repository ships.
     assert (installed / JSON_FILE).read_bytes() == HOOKS_FILE.read_bytes()
+    assert (installed / ANNOTATION_FILE).read_bytes() == (HOOKS_FILE.parent / Path(ANNOTATION_FILE).name).read_bytes()
+
+
+def test_the_annotation_file_matches_only_the_force_on_annotation(installed: Path) -> None:
+    """podman ANDs one file's conditions: forcing the hook on for a wrapper-script PID 1 takes a
+    second file whose only condition is the annotation."""
+    import re
+
+    hooksfile.validate(str(installed / ANNOTATION_FILE), str(installed))
+    config = json.loads((installed / ANNOTATION_FILE).read_text())
+    assert set(config["when"]) == {"annotations"}
+    ((key, value),) = config["when"]["annotations"].items()
+    assert re.search(key, "oci-systemd-hook.enable") and not re.search(key, "oci-systemd-hookXenable")
+    for yes in ("true", "True", "1", "yes", "on", "enabled"):
+        assert re.search(value, yes), yes
+    for no in ("false", "0", "off", "no", "truthy"):
+        assert not re.search(value, no), no
 
 
 def test_commands_regex_matches_init_and_systemd_only() -> None:
