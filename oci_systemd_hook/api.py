@@ -132,6 +132,11 @@ def _earlier_run(plan: Plan, state: State, log: Log) -> bool:
         undo_partial(record, state.pid, log)
     else:
         undo_record(record, log)
+        old_mid = record.get("machine_id")
+        if isinstance(old_mid, str) and old_mid and old_mid != plan.machine_id:
+            from oci_systemd_hook.registry import release_mid
+
+            release_mid(plan.state_root, old_mid, state.id)
     return False
 
 

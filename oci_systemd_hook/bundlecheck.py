@@ -9,10 +9,7 @@ the stop signal, and rlimits above what this host allows.
 
 from __future__ import annotations
 
-import os
-
 from oci_systemd_hook.activation import decide
-from oci_systemd_hook.errors import InputError
 from oci_systemd_hook.imagefs import shown
 from oci_systemd_hook.report import Report
 
@@ -34,24 +31,6 @@ CAPABILITIES = (
 _RLIMITS = {"RLIMIT_NOFILE": 7, "RLIMIT_NPROC": 6, "RLIMIT_MEMLOCK": 8, "RLIMIT_CORE": 4, "RLIMIT_STACK": 3}
 
 
-def _load(bundle: str) -> dict[str, object]:
-    import json
-
-    path = os.path.join(bundle, "config.json")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(16 << 20)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        config = json.loads(raw)
-    except ValueError as exc:
-        raise InputError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path} must hold a JSON object")
-    return config
-
-
 def _dict(value: object) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
@@ -61,11 +40,12 @@ def _list(value: object) -> list[object]:
 
 
 def check_bundle(bundle: str) -> Report:
-    from oci_systemd_hook.spec import parse_spec
+    from oci_systemd_hook.spec import load_config, parse_spec
 
     report = Report(bundle, "bundle")
-    config = _load(bundle)
+    config = load_config(bundle)
     spec = parse_spec(config, bundle)  # refuses, in one line, what the hook itself would refuse
+    assert isinstance(config, dict)  # parse_spec refused anything else
     process = _dict(config.get("process"))
 
     act, why = decide(spec, {})

@@ -80,7 +80,8 @@ def _propagated(record: dict[str, object], rootfs: str) -> list[tuple[int, str]]
             wanted.add((entry[0], entry[1], entry[2]))
     if record.get("complete") is not True:
         # Killed before it could write down what propagated: what appeared at the planned
-        # mount points (or below them) since it began is the hook's.
+        # mount points (or below them) since it began is the hook's. Nothing else below the
+        # rootfs: someone may have mounted there since, and it is not the hook's.
         before = record.get("host_before")
         if isinstance(before, list) and before:
             known = set(before)
@@ -88,7 +89,7 @@ def _propagated(record: dict[str, object], rootfs: str) -> list[tuple[int, str]]
             for m in live:
                 if m.mount_id in known or not below(m.mountpoint, rootfs):
                     continue
-                if rootfs != "/" or any(below(m.mountpoint, p) is not None for p in planned):
+                if any(below(m.mountpoint, p) is not None for p in planned):
                     wanted.add((m.mount_id, m.mountpoint, m.fstype))
     return [(m.mount_id, m.mountpoint) for m in live if (m.mount_id, m.mountpoint, m.fstype) in wanted]
 
@@ -152,4 +153,7 @@ def poststop(state_root: str, cid: str, bundle: str, log: Log, journal_mode: str
 
         from oci_systemd_hook import retention as policy
 
-        policy.apply(journal_root, state_root, retention[0], retention[1], time.time(), log)
+        try:
+            policy.apply(journal_root, state_root, retention[0], retention[1], time.time(), log)
+        except OSError as exc:  # the container is gone either way: a policy hiccup is only a warning
+            log.warning(f"journal retention: {exc.strerror or exc}")

@@ -159,13 +159,8 @@ def read_owner(store_fd: int, mid: str) -> str | None:
     return _read_owner(store_fd, mid)
 
 
-def _owner_lines(fd: int) -> list[str]:
+def _owner_lines(store_fd: int, mid: str) -> list[str] | None:
     """`<mid>.owner`: the container id, then the state root of the hook that made it."""
-    lines = os.read(fd, MAX_OWNER_BYTES).decode("utf-8", "replace").splitlines()
-    return [line.strip() for line in lines] or [""]
-
-
-def _read_owner(store_fd: int, mid: str) -> str | None:
     try:
         fd = os.open(mid + OWNER_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=store_fd)
     except OSError:
@@ -173,24 +168,21 @@ def _read_owner(store_fd: int, mid: str) -> str | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return _owner_lines(fd)[0]
+        lines = os.read(fd, MAX_OWNER_BYTES).decode("utf-8", "replace").splitlines()
+        return [line.strip() for line in lines] or [""]
     finally:
         os.close(fd)
+
+
+def _read_owner(store_fd: int, mid: str) -> str | None:
+    lines = _owner_lines(store_fd, mid)
+    return None if lines is None else lines[0]
 
 
 def owner_state_root(store_fd: int, mid: str) -> str:
     """The state root of the hook that made `<mid>` ("" if it did not say): where its container is live."""
-    try:
-        fd = os.open(mid + OWNER_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=store_fd)
-    except OSError:
-        return ""
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        lines = _owner_lines(fd)
-        return lines[1] if len(lines) > 1 and lines[1].startswith("/") else ""
-    finally:
-        os.close(fd)
+    lines = _owner_lines(store_fd, mid) or []
+    return lines[1] if len(lines) > 1 and lines[1].startswith("/") else ""
 
 
 def journal_owner(journal_root: str, mid: str) -> str | None:

@@ -94,6 +94,11 @@ def clean_container_path(path: str) -> str:
 
 def load_spec(bundle: str) -> Spec:
     """Read `<bundle>/config.json`; every problem is an InputError naming the field."""
+    return parse_spec(load_config(bundle), bundle)
+
+
+def load_config(bundle: str) -> object:
+    """`<bundle>/config.json` as JSON: a regular file, bounded in size, never a FIFO waited on."""
     path = os.path.join(bundle, "config.json")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
@@ -116,10 +121,9 @@ def load_spec(bundle: str) -> Spec:
     finally:
         os.close(fd)
     try:
-        obj = jsonlite.loads(b"".join(chunks))
+        return jsonlite.loads(b"".join(chunks))
     except ValueError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from None
-    return parse_spec(obj, bundle)
 
 
 def _field(obj: dict[str, object], name: str, kind: type, where: str, default: object) -> object:

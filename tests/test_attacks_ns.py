@@ -446,3 +446,21 @@ def test_runtime_mask_never_lands_in_the_image(tmp_path: Path) -> None:
         assert tree_snapshot(c.rootfs / "etc") == before, "the hook wrote into the image"
         assert c.inside("/etc/machine-id").read_text().strip() == c.machine_id()
         assert c.poststop().returncode == 0
+
+
+def test_a_stale_record_releases_its_machine_id(tmp_path: Path) -> None:
+    """A container gone without a poststop, its id reused with another container_uuid: the old
+    claim goes, so that the id is free for whoever asks for it next."""
+    with FakeContainer(tmp_path) as c:
+        stale = "ab" * 16
+        state = c.state_dir / c.name
+        state.mkdir(parents=True)
+        (state / "record.json").write_text(json.dumps({"id": c.name, "bundle": str(c.bundle), "pid": 1,
+                                                       "pid_start": -1, "rootfs": str(c.rootfs),
+                                                       "machine_id": stale, "complete": True}))
+        (c.state_dir / ".machine-ids").mkdir()
+        os.symlink(c.name, c.state_dir / ".machine-ids" / stale)
+        assert c.run_hook().returncode == 0
+        assert not (c.state_dir / ".machine-ids" / stale).exists()
+        assert os.readlink(c.state_dir / ".machine-ids" / c.machine_id()) == c.name
+        assert c.poststop().returncode == 0

@@ -302,12 +302,13 @@ def test_poststop_after_a_killed_prestart_takes_off_only_new_mounts(tmp_path: Pa
     """No `propagated` list (killed before writing it): what appeared below the rootfs since
     the recorded `host_before` is the hook's; a mount that was there before is not."""
     with FakeContainer(tmp_path) as c:
-        old, new = c.rootfs / "tmp", c.rootfs / "run"
+        old, new, elsewhere = c.rootfs / "tmp", c.rootfs / "run", c.rootfs / "srv"
         host_before = host_table(c.tmp)
         _mount_tmpfs(old)
         try:
             ids = [m.mount_id for m in parse_mountinfo(Path("/proc/self/mountinfo").read_text())]
             _mount_tmpfs(new)
+            _mount_tmpfs(elsewhere)  # new too, but where the hook never mounts: someone else's
             record = _record(c, complete=False, host_before=ids, propagated=[])
             state = _write_state(c, json.dumps(record).encode())
             assert c.poststop().returncode == 0
@@ -315,7 +316,9 @@ def test_poststop_after_a_killed_prestart_takes_off_only_new_mounts(tmp_path: Pa
             table = host_table(c.tmp)
             assert not any(m[0] == str(new) for m in table)
             assert any(m[0] == str(old) for m in table), "a mount that predates the prestart was taken off"
+            assert any(m[0] == str(elsewhere) for m in table), "a mount the hook never planned was taken off"
         finally:
             _umount(old)
             _umount(new)
+            _umount(elsewhere)
         assert host_table(c.tmp) == host_before

@@ -114,3 +114,13 @@ def test_uuid_format() -> None:
     formatted = uuid_format(mid)
     assert [len(p) for p in formatted.split("-")] == [8, 4, 4, 4, 12]
     assert machine_id_from_uuid(formatted) == mid
+
+
+def test_the_private_sha256_equals_hashlib_on_this_interpreter() -> None:
+    """_sha256 (up to 3.11) or _sha2 (3.12+): tests/test_pythons.py runs this under each CPython."""
+    import hashlib
+
+    from oci_systemd_hook.ids import _sha256_hex
+
+    for data in (b"", b"web1", "é".encode(), bytes(range(256)) * 40):
+        assert _sha256_hex(data) == hashlib.sha256(data).hexdigest()
