@@ -18,6 +18,11 @@ from oci_systemd_hook.log import Log
 
 PROG = "oci-systemd-hook"
 LAUNCHER = "libexec/oci/hooks.d/oci-systemd-hook"
+#: The runc-compatible runtime wrapper for Docker and containerd (and Kubernetes on containerd).
+RUNTIME = "bin/oci-systemd-runtime"
+#: The name under which `install --docker` registers the wrapper in daemon.json.
+DOCKER_RUNTIME_NAME = "oci-systemd"
+DOCKER_CONFIG = "/etc/docker/daemon.json"
 HOOK_JSON = "share/containers/oci/hooks.d/oci-systemd-hook.json"
 #: podman ANDs the conditions of one file's `when`: the force-on annotation needs a file of its own.
 HOOK_JSON_ANNOTATION = "share/containers/oci/hooks.d/oci-systemd-hook-annotation.json"
@@ -68,6 +73,68 @@ def launcher_text(python: str, package_dir: str) -> str:
             "fi\n"
             'exec "$python" -IS -c \'import sys; sys.path.append(sys.argv.pop(1)); '
             "from oci_systemd_hook.cli import main; sys.exit(main())' \"$package_dir\" \"$@\"\n")
+
+
+def runtime_text(python: str, package_dir: str, hook: str, runc: str) -> str:
+    """The /bin/sh front of `oci-systemd-runtime`.
+
+    Docker calls its runtime at least five times per container (create, start, state,
+    kill, delete): every subcommand but `create` and `run` goes straight to runc, with the
+    cost of one small shell and no Python. The real runc is the pinned one (`install
+    --runc`), else $OCI_SYSTEMD_RUNTIME_RUNC, else the first runc on PATH that is not this
+    file (it may be installed as `runc` ahead of the real one).
+    """
+    return ("#!/bin/sh\n"
+            "# oci-systemd-runtime: runc, with oci-systemd-hook added to systemd containers.\n"
+            "# Written by `oci-systemd-hook install`; only create and run start Python.\n"
+            f"python='{python}'\n"
+            f"package_dir='{package_dir}'\n"
+            f"hook='{hook}'\n"
+            f"runc='{runc}'\n"
+            'fail() {\n'
+            '    echo "time=\\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\\" level=error msg=\\"oci-systemd-runtime: $1\\"" >&2\n'
+            "    exit 1\n"
+            "}\n"
+            'if [ -z "$runc" ]; then\n'
+            '    runc=${OCI_SYSTEMD_RUNTIME_RUNC:-}\n'
+            '    ! [ "$runc" -ef "$0" ] || fail "OCI_SYSTEMD_RUNTIME_RUNC names this wrapper, not the real runc"\n'
+            "fi\n"
+            'if [ -z "$runc" ]; then\n'
+            "    set -f\n"
+            "    saved_ifs=$IFS\n"
+            "    IFS=:\n"
+            '    for dir in ${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}; do\n'
+            '        if [ -n "$dir" ] && [ -f "$dir/runc" ] && [ -x "$dir/runc" ] && ! [ "$dir/runc" -ef "$0" ]; then\n'
+            '            runc=$dir/runc\n'
+            "            break\n"
+            "        fi\n"
+            "    done\n"
+            "    IFS=$saved_ifs\n"
+            "    set +f\n"
+            '    [ -n "$runc" ] || fail "no runc found on PATH (install --runc PATH, or set '
+            'OCI_SYSTEMD_RUNTIME_RUNC)"\n'
+            "fi\n"
+            "sub=\n"
+            "skip=\n"
+            "for arg do\n"
+            '    if [ -n "$skip" ]; then skip=; continue; fi\n'
+            '    case $arg in\n'
+            "        --root|--log|--log-format|--criu|--rootless|-root|-log|-log-format|-criu|-rootless) skip=1 ;;\n"
+            "        -*) ;;\n"
+            "        *) sub=$arg; break ;;\n"
+            "    esac\n"
+            "done\n"
+            'case $sub in\n'
+            "    create|run) ;;\n"
+            '    *) exec "$runc" "$@" ;;\n'
+            "esac\n"
+            '[ -x "$python" ] || fail "this wrapper runs $python, which is gone: reinstall '
+            '(oci-systemd-hook install)"\n'
+            '[ -f "$package_dir/oci_systemd_hook/runtime.py" ] || fail "this wrapper runs the package in $package_dir, '
+            'which is gone: reinstall (oci-systemd-hook install)"\n'
+            'exec "$python" -IS -c \'import sys; sys.path.append(sys.argv.pop(1)); '
+            "from oci_systemd_hook.runtime import main; sys.exit(main(sys.argv[1:]))' "
+            '"$package_dir" "$runc" "$hook" "$@"\n')
 
 
 def hook_config(launcher: str) -> dict[str, object]:
@@ -181,12 +248,19 @@ def _manifest_text(files: list[str], dirs: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install(destdir: str, prefix: str, python: str, log: Log, package_dir: str = "") -> int:
+def install(destdir: str, prefix: str, python: str, log: Log, package_dir: str = "", runc: str = "",
+            docker_config: str | None = None) -> int:
     prefix = _check_prefix(prefix)
     package_dir = package_dir.rstrip("/") or package_parent()
-    for option, value in (("--python", python), ("--package-dir", package_dir)):
+    for option, value in (("--python", python), ("--package-dir", package_dir), ("--runc", runc or "/")):
         if not value.startswith("/") or set(value) & _UNSAFE_IN_PATH or len(value) > 400:
             raise InputError(f"{option} must be an absolute path without spaces, quotes or $, got {value[:80]!r}")
+    runtime = os.path.join(prefix, RUNTIME)
+    if runc:
+        if not any(os.path.isfile(p) and os.access(p, os.X_OK) for p in {runc, _staged(destdir, runc)}):
+            raise InputError(f"--runc {runc}: not an executable file")
+        if os.path.normpath(runc) == runtime or _same_file(runc, _staged(destdir, runtime)):
+            raise InputError(f"--runc {runc}: that is the wrapper itself; give the real runc")
     # The pins are final paths: with --destdir they may exist below it only (a package being built).
     if not any(os.path.isfile(p) and os.access(p, os.X_OK) for p in {python, _staged(destdir, python)}):
         raise InputError(f"--python {python}: not an executable file")
@@ -199,6 +273,7 @@ def install(destdir: str, prefix: str, python: str, log: Log, package_dir: str =
         (launcher, launcher_text(python, package_dir).encode(), 0o755),
         (os.path.join(prefix, HOOK_JSON), hook_json(launcher).encode(), 0o644),
         (os.path.join(prefix, HOOK_JSON_ANNOTATION), annotation_hook_json(launcher).encode(), 0o644),
+        (runtime, runtime_text(python, package_dir, launcher, runc).encode(), 0o755),
     ]
     man = man_source()
     if man is not None:
@@ -230,16 +305,105 @@ def install(destdir: str, prefix: str, python: str, log: Log, package_dir: str =
     if os.path.dirname(os.path.join(prefix, HOOK_JSON)) not in HOOKS_DIRS:
         print(f"note: podman and CRI-O read hooks from {' and '.join(HOOKS_DIRS)}; use "
               f"--hooks-dir {os.path.dirname(os.path.join(prefix, HOOK_JSON))} or copy the JSON file there")
+    print(f"{runtime} runs {runc or 'the first runc on PATH (or $OCI_SYSTEMD_RUNTIME_RUNC)'} for Docker and "
+          "containerd")
+    if docker_config is not None:
+        docker_add_runtime(docker_config, runtime)
     log.debug(f"installed under prefix {prefix} (destdir {destdir or 'none'})")
     return EXIT_OK
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _read_docker_config(path: str) -> dict[str, object]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(1 << 20)
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not text.strip():
+        return {}
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); left it as it was") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path} must hold a JSON object; left it as it was")
+    runtimes = config.get("runtimes", {})
+    if not isinstance(runtimes, dict):
+        raise InputError(f"{path}: \"runtimes\" must be an object; left it as it was")
+    return config
+
+
+def _write_docker_config(path: str, config: dict[str, object]) -> None:
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o644
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+    try:
+        _write_atomic(path, (json.dumps(config, indent=2) + "\n").encode(), mode)
+    except OSError as exc:
+        raise HookError(f"cannot write {path}: {exc.strerror}") from None
+
+
+_RELOAD_HINT = "reload dockerd to apply it: systemctl reload docker, or kill -HUP $(pidof dockerd)"
+
+
+def docker_add_runtime(path: str, runtime: str) -> None:
+    """Merge `"runtimes": {"oci-systemd": {"path": RUNTIME}}` into Docker's daemon.json."""
+    config = _read_docker_config(path)
+    runtimes = config.setdefault("runtimes", {})
+    assert isinstance(runtimes, dict)
+    entry = {"path": runtime}
+    if runtimes.get(DOCKER_RUNTIME_NAME) == entry:
+        print(f"unchanged {path}: it has the runtime {DOCKER_RUNTIME_NAME} already")
+        return
+    if DOCKER_RUNTIME_NAME in runtimes:
+        print(f"replacing the runtime {DOCKER_RUNTIME_NAME} in {path}: it was {runtimes[DOCKER_RUNTIME_NAME]!r}")
+    runtimes[DOCKER_RUNTIME_NAME] = entry
+    _write_docker_config(path, config)
+    print(f"added the runtime {DOCKER_RUNTIME_NAME} ({runtime}) to {path}; {_RELOAD_HINT}")
+    print(f"run systemd containers with: docker run --runtime {DOCKER_RUNTIME_NAME} --stop-signal RTMIN+3 IMAGE "
+          "/sbin/init")
+
+
+def docker_remove_runtime(path: str, runtime: str) -> None:
+    """Remove exactly the entry `docker_add_runtime` wrote (the name and our path), nothing else."""
+    if not os.path.exists(path):
+        print(f"nothing to remove from {path}: it does not exist")
+        return
+    config = _read_docker_config(path)
+    runtimes = config.get("runtimes")
+    if not isinstance(runtimes, dict) or DOCKER_RUNTIME_NAME not in runtimes:
+        print(f"nothing to remove from {path}: no runtime {DOCKER_RUNTIME_NAME}")
+        return
+    if runtimes[DOCKER_RUNTIME_NAME] != {"path": runtime}:
+        print(f"kept the runtime {DOCKER_RUNTIME_NAME} in {path}: it is {runtimes[DOCKER_RUNTIME_NAME]!r}, not "
+              "what install wrote")
+        return
+    del runtimes[DOCKER_RUNTIME_NAME]
+    if not runtimes:
+        del config["runtimes"]
+    _write_docker_config(path, config)
+    print(f"removed the runtime {DOCKER_RUNTIME_NAME} from {path}; {_RELOAD_HINT}")
 
 
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
-def uninstall(destdir: str, prefix: str, log: Log) -> int:
+def uninstall(destdir: str, prefix: str, log: Log, docker_config: str | None = None) -> int:
     prefix = _check_prefix(prefix)
+    if docker_config is not None:
+        docker_remove_runtime(docker_config, os.path.join(prefix, RUNTIME))
     manifest = os.path.join(prefix, MANIFEST)
     staged_manifest = _staged(destdir, manifest)
     if not os.path.isfile(staged_manifest):

@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from oci_systemd_hook.errors import EXIT_OK, InputError
 from oci_systemd_hook.hooksfile import validate
-from oci_systemd_hook.installer import PROG, install, uninstall
+from oci_systemd_hook.installer import DOCKER_CONFIG, DOCKER_RUNTIME_NAME, PROG, install, uninstall
 from oci_systemd_hook.log import Log
 
 
@@ -27,8 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{install,uninstall,validate,check}")
     inst = sub.add_parser("install", help="install the launcher, the hooks.d JSON file and the man page",
                           description="Write PREFIX/libexec/oci/hooks.d/oci-systemd-hook (a launcher that runs "
-                          "this package with `python -IS`), PREFIX/share/containers/oci/hooks.d/"
-                          "oci-systemd-hook.json, the man page, and a manifest of those files for uninstall. "
+                          "this package with `python -IS`), the two hooks.d JSON files in PREFIX/share/containers/"
+                          "oci/hooks.d/, PREFIX/bin/oci-systemd-runtime (runc with the hook added, for Docker and "
+                          "containerd), the man page, and a manifest of those files for uninstall. "
                           "Safe to run again.")
     inst.add_argument("--destdir", default="", help="stage the files under this directory (for packaging)")
     inst.add_argument("--prefix", default="/usr", help="installation prefix (default /usr)")
@@ -37,11 +38,19 @@ def _parser() -> argparse.ArgumentParser:
     inst.add_argument("--package-dir", default="",
                       help="directory holding the oci_systemd_hook package that the launcher pins (default: where "
                       "this one is); give the final path when staging with --destdir")
+    inst.add_argument("--runc", default="", help="the real runc that oci-systemd-runtime runs (default: "
+                      "$OCI_SYSTEMD_RUNTIME_RUNC, else the first runc on PATH that is not the wrapper)")
     uninst = sub.add_parser("uninstall", help="remove exactly what install wrote",
                             description="Remove the files listed in PREFIX/share/oci-systemd-hook/installed-files, "
                             "the manifest, and the directories install created if they are now empty.")
     uninst.add_argument("--destdir", default="", help="the --destdir given to install")
     uninst.add_argument("--prefix", default="/usr", help="the --prefix given to install (default /usr)")
+    for one in (inst, uninst):
+        one.add_argument("--docker", action="store_true", help=("register" if one is inst else "unregister") +
+                         f" oci-systemd-runtime as Docker's runtime {DOCKER_RUNTIME_NAME!r} in --docker-config")
+        one.add_argument("--docker-config", metavar="FILE",
+                         help=f"dockerd's daemon.json, a host path even with --destdir (default {DOCKER_CONFIG}); "
+                         "implies --docker")
     val = sub.add_parser("validate", help="validate an oci-hooks(5) JSON file",
                          description="Validate a hooks.d JSON file against the oci-hooks 1.0.0 schema shipped "
                          "with this package, and check that its regular expressions compile. "
@@ -62,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _docker_config(args: argparse.Namespace) -> str | None:
+    """The daemon.json to edit, or None when neither --docker nor --docker-config was given."""
+    if args.docker_config is not None:
+        return str(args.docker_config)
+    return DOCKER_CONFIG if args.docker else None
+
+
 def main(argv: list[str], log: Log) -> int:
     """Run one tool; `argv` starts with the subcommand word."""
     try:
@@ -71,9 +87,10 @@ def main(argv: list[str], log: Log) -> int:
     if args.debug:
         log.debug_enabled = True
     if args.command == "install":
-        return install(args.destdir, args.prefix, args.python, log, args.package_dir)
+        return install(args.destdir, args.prefix, args.python, log, args.package_dir, args.runc,
+                       _docker_config(args))
     if args.command == "uninstall":
-        return uninstall(args.destdir, args.prefix, log)
+        return uninstall(args.destdir, args.prefix, log, _docker_config(args))
     if args.command == "validate":
         validate(args.file, args.root)
         print(f"{args.file}: valid oci-hooks 1.0.0")
