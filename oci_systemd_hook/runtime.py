@@ -150,13 +150,15 @@ def add_hook(config: dict[str, object], hook: str, env: list[str] | None = None)
         if not present:
             hooks.setdefault(stage, []).append(_hook_entry(hook, stage, env or []))
             changed = True
+    from oci_systemd_hook.spec import clean_container_path
+
     mounts = config.get("mounts")
     if mounts is None:
         mounts = config["mounts"] = []
     if not isinstance(mounts, list):
         raise InputError("config.json: mounts must be an array")
     if not any(isinstance(m, dict) and isinstance(m.get("destination"), str)
-               and os.path.normpath("/" + m["destination"]) == "/sys/fs/cgroup" for m in mounts):
+               and clean_container_path(m["destination"]) == "/sys/fs/cgroup" for m in mounts):
         mounts.append(dict(CGROUP_MOUNT, options=list(CGROUP_MOUNT["options"])))
         changed = True
     return changed

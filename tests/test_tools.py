@@ -20,6 +20,7 @@ LAUNCHER = "usr/libexec/oci/hooks.d/oci-systemd-hook"
 JSON_FILE = "usr/share/containers/oci/hooks.d/oci-systemd-hook.json"
 ANNOTATION_FILE = "usr/share/containers/oci/hooks.d/oci-systemd-hook-annotation.json"
 MAN_FILE = "usr/share/man/man1/oci-systemd-hook.1"
+RUNTIME_FILE = "usr/bin/oci-systemd-runtime"
 MANIFEST = "usr/share/oci-systemd-hook/installed-files"
 
 
@@ -68,7 +69,10 @@ def test_install_writes_launcher_json_man_page_and_manifest(installed: Path) -> 
     assert (installed / MAN_FILE).read_bytes() == (REPO / "man" / "oci-systemd-hook.1").read_bytes()
     listed = [line.split(" ", 1) for line in (installed / MANIFEST).read_text().splitlines() if line[:1] != "#"]
     files = sorted(p for kind, p in listed if kind == "file")
-    assert files == sorted("/" + rel for rel in (LAUNCHER, JSON_FILE, ANNOTATION_FILE, MAN_FILE))
+    assert files == sorted("/" + rel for rel in (LAUNCHER, JSON_FILE, ANNOTATION_FILE, MAN_FILE, RUNTIME_FILE))
+    runtime = installed / RUNTIME_FILE
+    assert stat.S_IMODE(runtime.stat().st_mode) == 0o755
+    assert f"hook='/{LAUNCHER}'\n" in runtime.read_text() and "runc=''\n" in runtime.read_text()
 
 
 def test_installed_json_validates_and_points_at_the_launcher(installed: Path) -> None:
