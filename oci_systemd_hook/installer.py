@@ -92,7 +92,8 @@ def runtime_text(python: str, package_dir: str, hook: str, runc: str) -> str:
             f"hook='{hook}'\n"
             f"runc='{runc}'\n"
             'fail() {\n'
-            '    echo "time=\\"$(date -u +%Y-%m-%dT%H:%M:%SZ 2>/dev/null)\\" level=error msg=\\"oci-systemd-runtime: $1\\"" >&2\n'
+            '    stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ 2>/dev/null)\n'
+            '    echo "time=\\"$stamp\\" level=error msg=\\"oci-systemd-runtime: $1\\"" >&2\n'
             "    exit 1\n"
             "}\n"
             'if [ -z "$runc" ]; then\n'
