@@ -1,4 +1,4 @@
-"""The Linux syscalls the hook needs and Python 3.11's `os` lacks, through ctypes.
+"""The Linux syscalls the hook needs and Python's `os` lacks, called through `_ctypes`.
 
 File-descriptor based mount API (open_tree, move_mount, fsopen/fsconfig/fsmount,
 mount_setattr) and openat2: every mount is made onto a descriptor that was
@@ -6,13 +6,24 @@ resolved inside the container's root, never onto a path string that an image
 could redirect with a symlink. pylibmount is neither on PyPI nor in Debian, and
 libmount works on path strings anyway, so we talk to the kernel directly.
 
-The syscall numbers below are in the range shared by every architecture (>= 424).
+`import ctypes` costs a quarter of the interpreter's own start (its __init__ builds some
+thirty types), on every prestart; the C module underneath, `_ctypes`, has all the hook
+uses: a foreign-function pointer type with errno capture, a C long, a size_t and a byte
+buffer. Where an interpreter lacks those (not CPython), the public ctypes does the same.
+Structures (open_how, mount_attr) are passed as packed bytes, which the kernel only reads.
+
+The syscall numbers below are in the range shared by every architecture (>= 424); the
+others (setns, umount2, statx) go through libc.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
+import sys
+
+TYPE_CHECKING = False  # mypy reads this as true; `typing` itself costs more than the interpreter start
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 NR_OPEN_TREE = 428
 NR_MOVE_MOUNT = 429
@@ -55,29 +66,67 @@ RESOLVE_IN_ROOT = 0x10
 STATX_MNT_ID = 0x1000
 _STATX_SIZE = 256
 _STATX_MNT_ID_OFFSET = 144  # struct statx: stx_mnt_id follows the four timestamps and the device numbers
+_OPEN_HOW_SIZE = 24  # struct open_how: flags, mode, resolve (u64 each)
+_MOUNT_ATTR_SIZE = 32  # struct mount_attr: attr_set, attr_clr, propagation, userns_fd (u64 each)
 
 CLONE_NEWNS = 0x00020000
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+
+def _bind_libc() -> tuple[Callable[[str], Any], Any, Callable[[int], Any], Callable[[], int]]:
+    """(function by name, size_t type, writable buffer of n bytes, errno of the last call)."""
+    try:
+        import _ctypes
+
+        class _Long(_ctypes._SimpleCData):  # type: ignore[type-arg]
+            _type_ = "l"
+
+        class _SizeT(_ctypes._SimpleCData):  # type: ignore[type-arg]
+            _type_ = "L"
+
+        class _Char(_ctypes._SimpleCData):  # type: ignore[type-arg]
+            _type_ = "c"
+
+        class _Function(_ctypes.CFuncPtr):  # type: ignore[type-arg]
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = _Long
+
+        handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # NULL: this process
+
+        def function(name: str) -> Any:
+            return _Function(_ctypes.dlsym(handle, name))
+
+        return function, _SizeT, lambda size: (_Char * size)(), _ctypes.get_errno
+    except (ImportError, AttributeError, TypeError):  # no private C module: the public one
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def function_ctypes(name: str) -> Any:
+            fn = getattr(libc, name)
+            fn.restype = ctypes.c_long
+            return fn
+
+        return function_ctypes, ctypes.c_size_t, ctypes.create_string_buffer, ctypes.get_errno
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+_function, _size_t, _buffer, _errno = _bind_libc()
+_syscall = _function("syscall")
+_setns = _function("setns")
+_umount2 = _function("umount2")
+_statx = _function("statx")
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+def _u64s(*values: int) -> bytes:
+    """A C struct of u64 fields, in this machine's byte order."""
+    return b"".join(v.to_bytes(8, sys.byteorder) for v in values)
 
 
 def _check(result: int, what: str, path: str | None = None) -> int:
     """The one error helper: a negative result becomes an OSError saying what failed."""
     if result < 0:
-        err = ctypes.get_errno()
+        err = _errno()
         raise OSError(err, f"{what}: {os.strerror(err)}", path)
     return result
 
@@ -87,47 +136,42 @@ def _b(path: str | None) -> bytes | None:
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, resolve)
-    return _check(_syscall(NR_OPENAT2, ctypes.c_int(dirfd), _b(path), ctypes.byref(how),
-                           ctypes.c_size_t(ctypes.sizeof(how))), "openat2", path)
+    how = _u64s(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, resolve)
+    return _check(_syscall(NR_OPENAT2, dirfd, _b(path), how, _size_t(_OPEN_HOW_SIZE)), "openat2", path)
 
 
 def open_tree(dirfd: int, path: str, flags: int) -> int:
-    return _check(_syscall(NR_OPEN_TREE, ctypes.c_int(dirfd), _b(path), ctypes.c_uint(flags | OPEN_TREE_CLOEXEC)),
-                  "open_tree", path)
+    return _check(_syscall(NR_OPEN_TREE, dirfd, _b(path), flags | OPEN_TREE_CLOEXEC), "open_tree", path)
 
 
 def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
-    _check(_syscall(NR_MOVE_MOUNT, ctypes.c_int(from_fd), _b(from_path), ctypes.c_int(to_fd), _b(to_path),
-                    ctypes.c_uint(flags)), "move_mount")
+    _check(_syscall(NR_MOVE_MOUNT, from_fd, _b(from_path), to_fd, _b(to_path), flags), "move_mount")
 
 
 def fsopen(fstype: str) -> int:
-    return _check(_syscall(NR_FSOPEN, _b(fstype), ctypes.c_uint(FSOPEN_CLOEXEC)), "fsopen", fstype)
+    return _check(_syscall(NR_FSOPEN, _b(fstype), FSOPEN_CLOEXEC), "fsopen", fstype)
 
 
 def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | None = None, aux: int = 0) -> None:
-    _check(_syscall(NR_FSCONFIG, ctypes.c_int(fd), ctypes.c_uint(cmd), _b(key), _b(value), ctypes.c_int(aux)),
-           f"fsconfig {key}={value}" if key else "fsconfig")
+    _check(_syscall(NR_FSCONFIG, fd, cmd, _b(key), _b(value), aux), f"fsconfig {key}={value}" if key else "fsconfig")
 
 
 def fsmount(fd: int, attr_flags: int) -> int:
-    return _check(_syscall(NR_FSMOUNT, ctypes.c_int(fd), ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attr_flags)),
-                  "fsmount")
+    return _check(_syscall(NR_FSMOUNT, fd, FSMOUNT_CLOEXEC, attr_flags), "fsmount")
 
 
 def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0) -> None:
-    attr = _MountAttr(attr_set, attr_clr, 0, 0)
-    _check(_syscall(NR_MOUNT_SETATTR, ctypes.c_int(dirfd), _b(path), ctypes.c_uint(flags), ctypes.byref(attr),
-                    ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr", path)
+    attr = _u64s(attr_set, attr_clr, 0, 0)
+    _check(_syscall(NR_MOUNT_SETATTR, dirfd, _b(path), flags, attr, _size_t(_MOUNT_ATTR_SIZE)), "mount_setattr",
+           path)
 
 
 def setns(fd: int, nstype: int) -> None:
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+    _check(_setns(fd, nstype), "setns")
 
 
 def umount2(path: str, flags: int) -> None:
-    _check(_libc.umount2(_b(path), ctypes.c_int(flags)), "umount2", path)
+    _check(_umount2(_b(path), flags), "umount2", path)
 
 
 def mount_id(fd: int) -> int:
@@ -136,13 +180,11 @@ def mount_id(fd: int) -> int:
     This is what tells a directory of the container's own root from one an image symlink led
     into a bind mount: the path alone cannot, after in-root resolution.
     """
-    buf = ctypes.create_string_buffer(_STATX_SIZE)
-    result = _libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW),
-                         ctypes.c_uint(STATX_MNT_ID), buf)
-    _check(result, "statx")
-    mask = int.from_bytes(buf.raw[0:4], "little")
-    if mask & STATX_MNT_ID:
-        return int.from_bytes(buf.raw[_STATX_MNT_ID_OFFSET:_STATX_MNT_ID_OFFSET + 8], "little")
+    buf = _buffer(_STATX_SIZE)
+    _check(_statx(fd, b"", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, buf), "statx")
+    raw = bytes(buf)
+    if int.from_bytes(raw[0:4], sys.byteorder) & STATX_MNT_ID:
+        return int.from_bytes(raw[_STATX_MNT_ID_OFFSET:_STATX_MNT_ID_OFFSET + 8], sys.byteorder)
     with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:  # kernels before 5.8
         for line in f:
             if line.startswith("mnt_id:"):

@@ -9,11 +9,11 @@ from oci_systemd_hook.installer import launcher_text
 from tests.fakecontainer import REPO
 
 
-def write_launcher(directory: Path) -> Path:
+def write_launcher(directory: Path, python: str = sys.executable) -> Path:
     """The launcher `oci-systemd-hook install` writes, running this checkout's package."""
     directory.mkdir(parents=True, exist_ok=True)
     launcher = directory / "oci-systemd-hook"
-    launcher.write_text(launcher_text(sys.executable, str(REPO)))
+    launcher.write_text(launcher_text(python, str(REPO)))
     launcher.chmod(0o755)
     return launcher
 

@@ -22,7 +22,7 @@ SKIP_FORBIDDEN = {"json", "re", "ctypes", "socket", "argparse", "typing", "datac
 #: Never in poststop when there is nothing to unmount.
 POSTSTOP_FORBIDDEN = {"ctypes", "json", "re", "subprocess"}
 #: Never in prestart.
-PRESTART_FORBIDDEN = {"subprocess", "json", "re", "jsonschema", "selinux"}
+PRESTART_FORBIDDEN = {"subprocess", "json", "re", "jsonschema", "selinux", "typing", "ctypes"}
 
 #: The package's modules on the skip path, exactly: a new one here is a review question.
 SKIP_PACKAGE_MODULES = {
@@ -178,3 +178,46 @@ def test_jsonschema_words_errors_and_only_errors(tmp_path: Path) -> None:
     good = bundle(tmp_path / "good", ["/bin/sh"])
     res, modules = run_hook(tmp_path, ["prestart", *dirs(tmp_path)], {**state, "bundle": str(good)})
     assert res.returncode == 0 and "jsonschema" not in modules
+
+
+@pytest.mark.root
+def test_real_prestart_and_its_poststop(tmp_path: Path) -> None:
+    """The whole prestart, mounts included: `_ctypes`, never `ctypes` or `typing`."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mounts)")
+    from tests.fakecontainer import FakeContainer
+
+    with FakeContainer(tmp_path / "c") as c:
+        res, modules = run_hook(tmp_path, ["prestart", *c.hook_args()], c.state())
+        assert res.returncode == 0, res.stderr
+        assert (c.state_dir / c.name).is_dir()
+        assert "_ctypes" in modules and "oci_systemd_hook.linux" in modules
+        assert sorted(modules & PRESTART_FORBIDDEN) == []
+    res, modules = run_hook(tmp_path, ["poststop", *c.hook_args()], c.state(pid=None, status="stopped"))
+    assert res.returncode == 0, res.stderr
+    assert sorted(modules & POSTSTOP_FORBIDDEN) == []
+
+
+RUNTIME_RUNNER = """\
+import sys
+sys.path.insert(0, {repo!r})
+out = sys.argv[1]
+try:
+    from oci_systemd_hook import runtime
+    runtime.prepare(runtime.parse_runc_args(sys.argv[2:]), "/usr/libexec/oci/hooks.d/oci-systemd-hook")
+finally:
+    with open(out, "w") as f:
+        f.write("\\n".join(sorted(sys.modules)))
+"""
+
+
+def test_runtime_wrapper_create_path(tmp_path: Path) -> None:
+    """oci-systemd-runtime's edit of config.json: as cheap as the skip path, plus writing."""
+    b = bundle(tmp_path, ["/sbin/init"])
+    out = tmp_path / "modules.txt"
+    subprocess.run([sys.executable, "-I", "-S", "-c", RUNTIME_RUNNER.format(repo=str(REPO)), str(out),
+                    "create", "--bundle", str(b), "c1"], check=True, env=ENV)
+    modules = set(out.read_text().split("\n"))
+    assert "hooks" in json.loads((b / "config.json").read_text())
+    assert sorted(modules & SKIP_FORBIDDEN) == []
+    assert package(modules) <= SKIP_PACKAGE_MODULES | {"oci_systemd_hook.runtime"}
