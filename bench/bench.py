@@ -245,13 +245,21 @@ def runc_rows(launcher: Path, work: Path, runs: int) -> list[Sample]:
     create_hook = Sample("runc:create+hook", "runc create with the hook as prestart: what it adds to runc:create")
     delete = Sample("runc:delete", "runc delete --force of that created container, no hook")
     delete_hook = Sample("runc:delete+hook", "runc delete --force, hook as poststop: what it adds to runc:delete")
-    create_hook.base, delete_hook.base = create, delete
+    create_floor = Sample("runc:create+floor", "runc create with `python -I -S -c pass` as the prestart hook: what "
+                          "runc's running of any Python hook costs")
+    delete_floor = Sample("runc:delete+floor", "runc delete --force with that as the poststop hook")
+    create_hook.base, delete_hook.base, create_floor.base, delete_floor.base = create, delete, create, delete
+    python = launcher.read_text().split("python='", 1)[1].split("'", 1)[0]
+    floor_hook = {"path": python, "args": [python, "-I", "-S", "-c", "pass"]}
     for i in range(runs + 1):  # the first round warms caches and is not recorded
-        for hooked in (False, True):
-            tmp = work / f"runc-{i}-{int(hooked)}"
+        for variant in ("plain", "floor", "hook"):
+            hooked = variant == "hook"
+            tmp = work / f"runc-{i}-{variant}"
             state_dir, journal_root = tmp / "hook-state", tmp / "journal"
             journal_root.mkdir(parents=True)
             wired = hooks(launcher, state_dir, journal_root) if hooked else None
+            if variant == "floor":
+                wired = {"prestart": [floor_hook], "poststop": [floor_hook]}
             with realboot.Container(tmp / "c", hooks=wired) as c:
                 # posix_spawn and wait4, as for the hook rows: Container.create goes through
                 # subprocess with a timeout, which polls with sleeps of up to 50 ms.
@@ -270,12 +278,12 @@ def runc_rows(launcher: Path, work: Path, runs: int) -> list[Sample]:
                 if hooked and (state_dir / c.id).exists():
                     raise SystemExit("poststop left the hook's state directory behind")
             if i:
-                (create_hook if hooked else create).ms.append(ms_create)
-                (delete_hook if hooked else delete).ms.append(ms_delete)
+                {"plain": create, "floor": create_floor, "hook": create_hook}[variant].ms.append(ms_create)
+                {"plain": delete, "floor": delete_floor, "hook": delete_hook}[variant].ms.append(ms_delete)
             shutil.rmtree(tmp, ignore_errors=True)
         print(f"\rrunc rounds: {i}/{runs}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return [create, create_hook, delete, delete_hook]
+    return [create, create_floor, create_hook, delete, delete_floor, delete_hook]
 
 
 def wrapper_rows(python: str, work: Path, runs: int) -> list[Sample]:

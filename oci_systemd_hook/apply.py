@@ -14,10 +14,10 @@ import errno
 import os
 import stat
 
-from oci_systemd_hook import labels, linux, registry
+from oci_systemd_hook import linux, registry
 from oci_systemd_hook.errors import HookError, InputError, ReadOnlyImage
 from oci_systemd_hook.hostfacts import MountInfo, below, parse_mountinfo
-from oci_systemd_hook.hoststate import process_start, remove_tree, write_record
+from oci_systemd_hook.hoststate import process_start, write_record
 from oci_systemd_hook.log import Log
 from oci_systemd_hook.plan import CGROUP_DELEGATE_FILES, HostStep, MountStep, Plan, submounts_below
 from oci_systemd_hook.rootfs import ForeignMount, Root
@@ -43,6 +43,8 @@ class _HostUndo:
                 if kind == "parent":
                     os.rmdir(path)
                 elif kind == "dir":
+                    from oci_systemd_hook.removal import remove_tree  # rollback only
+
                     remove_tree(path)
                 elif kind == "claim":
                     state_root, _, mid_cid = path.partition("\0")
@@ -115,6 +117,8 @@ def _host_step(step: HostStep, plan: Plan, undo: _HostUndo) -> bool:
         if created:
             undo.created.append(("journal", f"{plan.journal_root}\0{plan.machine_id}\0{plan.container_id}"))
         if step.label:
+            from oci_systemd_hook import labels  # only for a container with a mount label
+
             labels.set_label(step.path, step.label)
         return created
     if step.kind == "mkdir":
@@ -162,6 +166,8 @@ def _host_step(step: HostStep, plan: Plan, undo: _HostUndo) -> bool:
         finally:
             os.close(dfd)
     if step.label:
+        from oci_systemd_hook import labels
+
         labels.set_label(step.path, step.label)
     return created
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import os
 
-from oci_systemd_hook.hostfacts import below, parse_mountinfo
-from oci_systemd_hook.hoststate import process_start, read_record, remove_tree
+from oci_systemd_hook.hoststate import process_start, read_record
 from oci_systemd_hook.log import Log
 
 
@@ -37,6 +36,10 @@ def detach_mounts(rootfs: str, mounts: list[tuple[int, str]], log: Log) -> list[
     container changed, or a mount that is someone else's by now, is left alone.
     """
     done: list[str] = []
+    if not mounts:
+        return []
+    from oci_systemd_hook.hostfacts import below
+
     candidates = [(mid, path) for mid, path in mounts if below(path, rootfs)]
     if not candidates:
         return done
@@ -71,14 +74,19 @@ def detach_mounts(rootfs: str, mounts: list[tuple[int, str]], log: Log) -> list[
 
 def _propagated(record: dict[str, object], rootfs: str) -> list[tuple[int, str]]:
     """The host mounts that are the hook's, as the record identifies them (live ones only)."""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        live = parse_mountinfo(f.read())
     wanted: set[tuple[int, str, str]] = set()
     for entry in record.get("propagated") or []:  # type: ignore[attr-defined]
         if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)
                 and isinstance(entry[1], str) and isinstance(entry[2], str)):
             wanted.add((entry[0], entry[1], entry[2]))
-    if record.get("complete") is not True:
+    complete = record.get("complete") is True
+    if complete and not wanted:  # the usual case (a private rootfs): nothing reached the host
+        return []
+    from oci_systemd_hook.hostfacts import below, parse_mountinfo
+
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        live = parse_mountinfo(f.read())
+    if not complete:
         # Killed before it could write down what propagated: what appeared at the planned
         # mount points (or below them) since it began is the hook's. Nothing else below the
         # rootfs: someone may have mounted there since, and it is not the hook's.
@@ -143,6 +151,8 @@ def poststop(state_root: str, cid: str, bundle: str, log: Log, journal_mode: str
         for mid in mids:
             if registry.remove_journal(journal_root, mid, cid):
                 log.info(f"removed the container's journal {registry.journal_link(journal_root, mid)}")
+    from oci_systemd_hook.removal import remove_tree
+
     try:
         remove_tree(state_dir)
         log.debug(f"removed {state_dir}")

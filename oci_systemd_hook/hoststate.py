@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 
 from oci_systemd_hook import jsonlite
-from oci_systemd_hook.removal import remove_tree
 
-__all__ = ["RECORD", "read_record", "remove_tree", "write_record"]
+__all__ = ["RECORD", "read_record", "write_record"]
 
 RECORD = "record.json"
 
@@ -21,7 +20,7 @@ def write_record(state_dir: str, record: dict[str, object]) -> None:
     tmp = os.path.join(state_dir, RECORD + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, jsonlite.dumps(record, indent=1).encode())
+        os.write(fd, jsonlite.dumps(record).encode())  # one line: read by the hook, not by people
     finally:
         os.close(fd)
     os.rename(tmp, os.path.join(state_dir, RECORD))
