@@ -6,7 +6,8 @@ with its data, state, socket and configuration in scratch space. dockerd gets no
 iptables rules, no bridge and no IP forwarding, and containers run with `--network none`:
 the host's networking and its Docker configuration are never touched. dockerd 20.10
 writes its trust key to /etc/docker/key.json whatever its flags say, so a scratch
-directory is bound over /etc/docker inside the namespace.
+directory is bound over /etc/docker inside the namespace, and containerd's shims, which
+put their sockets in /run/containerd whatever they are told, get a tmpfs on /run.
 
 The hook's knobs reach it the way an administrator sets them: as OCI_SYSTEMD_HOOK_*
 variables in the daemon's environment, which the wrapper copies into the hook entries.
@@ -72,6 +73,10 @@ class Daemon:
         self.log = scratch / f"{self.name}.log"
 
     def _start(self, script: str, env: dict[str, str]) -> None:
+        # containerd's shims put their sockets in /run/containerd/s whatever the configuration
+        # says: a tmpfs over /run keeps them (and anything else a daemon drops there) in the
+        # namespace.
+        script = "mount -t tmpfs -o mode=0755 tmpfs /run\n" + script
         environ = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **env}
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
@@ -190,8 +195,11 @@ class Containerd(Daemon):
             time.sleep(0.2)
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(["ctr", "--address", str(self.socket), *args], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        """ctr, in the daemon's namespace: it makes its stdio fifos in /run/containerd/fifo."""
+        command = ["ctr", "--address", str(self.socket), *args]
+        if self.proc is not None:
+            command = self.in_namespace(command)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and proc.returncode != 0:
             raise AssertionError(f"ctr {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc

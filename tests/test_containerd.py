@@ -94,7 +94,7 @@ def test_ctr_default_spec_boots_halts_and_leaves_nothing(containerd: Setup) -> N
     assert (word, failed.stdout.strip()) == ("running", "")
     assert "sys1" in [p.name for p in (c.scratch / "hook-state").iterdir()]
 
-    c.ctr("task", "kill", "--signal", "37", "sys1")  # SIGRTMIN+3: systemd halts
+    c.ctr("task", "kill", "--signal", "SIGRTMIN+3", "sys1")  # systemd halts (as the README says)
     deadline = time.monotonic() + 10
     while _task_status(c, "sys1") != "STOPPED" and time.monotonic() < deadline:
         time.sleep(0.05)
