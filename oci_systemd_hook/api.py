@@ -89,19 +89,22 @@ def prestart(state: State, settings: Settings | None = None, log: Log | None = N
     if plan is None:
         return None
     assert state.pid is not None
-    if _earlier_run(plan, state, log):
+    earlier = _earlier_run(plan, state, log)
+    if earlier:
         return plan
     from oci_systemd_hook.apply import prestart as apply_prestart
 
     for line in plan.render().splitlines():
         log.debug("plan: " + line)
-    apply_prestart(plan, state.pid, log, state.bundle)
+    # Nothing was unmounted since planning: the mount tables read then are still the ones before.
+    apply_prestart(plan, state.pid, log, state.bundle, plan.mounts_seen if earlier is None else None)
     log.info(f"prepared for systemd: machine-id {plan.machine_id}, {len(plan.mounts)} mounts")
     return plan
 
 
-def _earlier_run(plan: Plan, state: State, log: Log) -> bool:
-    """Deal with a record an earlier prestart left for this id; True when nothing is left to do.
+def _earlier_run(plan: Plan, state: State, log: Log) -> bool | None:
+    """Deal with a record an earlier prestart left for this id: None when there is none, True
+    when nothing is left to do, False when it was undone (mounts may have gone since planning).
 
     * another bundle's live container: the same id in another runtime (another
       `--root`). Refused: its state is not ours to rewrite.
@@ -115,7 +118,7 @@ def _earlier_run(plan: Plan, state: State, log: Log) -> bool:
 
     record = read_record(plan.state_dir)
     if record is None:
-        return False
+        return None
     from oci_systemd_hook.cleanup import record_is_live, undo_record
 
     live = record_is_live(record)

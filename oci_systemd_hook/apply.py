@@ -356,8 +356,13 @@ def _ids(mounts: list[MountInfo]) -> list[int]:
     return sorted(m.mount_id for m in mounts)
 
 
-def prestart(plan: Plan, pid: int, log: Log, bundle: str = "") -> None:
-    """Carry out `plan` inside the mount namespace of process `pid`."""
+def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
+             seen: tuple[list[MountInfo], list[MountInfo]] | None = None) -> None:
+    """Carry out `plan` inside the mount namespace of process `pid`.
+
+    `seen`: the host's and the container's mount tables, read since the last change by the
+    hook (while planning), so that they need not be read and parsed again.
+    """
     undo = _HostUndo()
     sources: dict[int, int] = {}
     attached: list[int] = []
@@ -390,8 +395,8 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "") -> None:
                 _host_step(step, plan, undo)
                 if step.path == plan.state_dir:
                     record.write()
-            container_mounts = _live_mounts(pid)
-            record.data["host_before"] = _ids(_live_mounts())
+            container_mounts = seen[1] if seen else _live_mounts(pid)
+            record.data["host_before"] = _ids(seen[0] if seen else _live_mounts())
             record.data["container_before"] = _ids(container_mounts)
             record.write()
             _clone_sources(plan, sources)

@@ -96,6 +96,9 @@ class Plan:
         self.mounts: list[MountStep] = []
         self.skipped: list[tuple[str, str]] = []
         self.notes: list[str] = []
+        #: The host's and the container's mount tables as read while planning: prestart starts
+        #: from them when nothing was unmounted in between (not part of the printed plan).
+        self.mounts_seen: tuple[list[MountInfo], list[MountInfo]] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -218,6 +221,8 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
     """Decide every step of prestart. `rootfs` is the resolved host path of root.path."""
     mid, mid_notes = choose_machine_id(state.id, spec.env_get("container_uuid"), facts)
     plan = Plan(state.id, mid, rootfs, os.path.join(settings.state_dir, state.id))
+    if state.pid is not None:
+        plan.mounts_seen = (facts.host_mounts, facts.container_mounts)
     plan.notes.extend(mid_notes)
     plan.journal_mode = settings.journal
     plan.journal_root = settings.journal_root
