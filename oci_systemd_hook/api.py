@@ -66,6 +66,14 @@ def plan_for(state: State, settings: Settings | None = None, log: Log | None = N
 
     candidates = machine_id_candidates(state.id, spec.env_get("container_uuid"))
     facts = gather(state.pid, settings.journal_root, settings.state_dir, candidates, spec.mount_label)
+    if settings.cgroup_view == "auto":
+        from oci_systemd_hook.cgroupview import guest_systemd_version, host_layout
+
+        if host_layout(facts.host_mounts) != "unified":  # which view the guest needs
+            from oci_systemd_hook.rootfs import Root
+
+            with Root(rootfs) as root:
+                facts.guest_systemd = guest_systemd_version(root)
     return build_plan(state, spec, settings, facts, rootfs)
 
 

@@ -19,7 +19,7 @@ from oci_systemd_hook.errors import HookError, InputError, ReadOnlyImage
 from oci_systemd_hook.hostfacts import MountInfo, below, parse_mountinfo
 from oci_systemd_hook.hoststate import process_start, write_record
 from oci_systemd_hook.log import Log
-from oci_systemd_hook.plan import CGROUP_DELEGATE_FILES, HostStep, MountStep, Plan, submounts_below
+from oci_systemd_hook.plan import CGROUP2_PRIVATE, CGROUP_DELEGATE_FILES, HostStep, MountStep, Plan, submounts_below
 from oci_systemd_hook.rootfs import ForeignMount, Root
 
 #: Test hook: the name of one kernel step to fail (see tests/test_faults.py). Never set in production.
@@ -36,11 +36,20 @@ class _HostUndo:
 
     def __init__(self) -> None:
         self.created: list[tuple[str, str]] = []  # (kind, path), in creation order
+        self.cgroup2 = -1  # the hook's own detached cgroup2 mount (legacy hosts), -1 if none
+        self.moved = 0  # the pid moved into a cgroup2 group of ours
 
     def rollback(self, log: Log) -> None:
         for kind, path in reversed(self.created):
             try:
-                if kind == "parent":
+                if kind == "cgroup2":
+                    from oci_systemd_hook import cgroup2
+
+                    if self.moved:  # back to the root group, so that the group can go
+                        cgroup2.move_process(self.cgroup2, self.moved)
+                        self.moved = 0
+                    os.rmdir(path, dir_fd=self.cgroup2)
+                elif kind == "parent":
                     os.rmdir(path)
                 elif kind == "dir":
                     from oci_systemd_hook.removal import remove_tree  # rollback only
@@ -90,6 +99,7 @@ class Record:
             "host_before": [],
             "container_before": [],
             "propagated": [],
+            "cgroup2_created": [],  # groups made on the cgroup2 hierarchy (legacy hosts), parents first
             "complete": False,
         }
 
@@ -172,13 +182,44 @@ def _host_step(step: HostStep, plan: Plan, undo: _HostUndo) -> bool:
     return created
 
 
-def _clone_sources(plan: Plan, fds: dict[int, int]) -> None:
-    """Clone every bind source while still in the host's namespace; fds[i] is step i's mount."""
+def _cgroup2_group(step: HostStep, pid: int, undo: _HostUndo) -> list[str]:
+    """Make the container's cgroup2 group on the hook's own cgroup2 mount and move its init in."""
+    from oci_systemd_hook import cgroup2
+
+    _fault("cgroup2")
+    undo.cgroup2 = cgroup2.open_hierarchy()
+    group, created = cgroup2.make_group(undo.cgroup2, step.path)
+    try:
+        undo.created.extend(("cgroup2", rel) for rel in created)
+        if step.uid is not None:
+            assert step.gid is not None
+            os.chown(f"/proc/self/fd/{group}", step.uid, step.gid)
+            for name in CGROUP_DELEGATE_FILES:
+                try:
+                    os.chown(name, step.uid, step.gid, dir_fd=group, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+        cgroup2.move_process(group, pid)
+        undo.moved = pid
+    finally:
+        os.close(group)
+    return created
+
+
+def _clone_sources(plan: Plan, fds: dict[int, int], cgroup2_fd: int = -1) -> None:
+    """Clone every bind source while still in the host's namespace; fds[i] is step i's mount.
+
+    A source `cgroup2:PATH` is PATH on the hook's own cgroup2 mount (legacy hosts)."""
     for i, step in enumerate(plan.mounts):
         if step.kind != "bind":
             continue
         _fault("open_tree")
-        fd = linux.clone_tree(linux.AT_FDCWD, step.source)
+        if step.source.startswith(CGROUP2_PRIVATE):
+            if cgroup2_fd < 0:
+                raise HookError("internal: a cgroup2 source without the hook's cgroup2 mount")
+            fd = linux.clone_tree(cgroup2_fd, step.source[len(CGROUP2_PRIVATE):])
+        else:
+            fd = linux.clone_tree(linux.AT_FDCWD, step.source)
         fds[i] = fd
         _fault("mount_setattr")
         linux.set_flags(fd, step.flags)
@@ -232,6 +273,11 @@ class _Where:
         self.on_root = {linux.mount_id(root.fd)} | self.on_tmpfs
         self.on_cgroup = {m.mount_id for m in live if m.fstype in ("cgroup", "cgroup2")
                           and below(m.mountpoint, plan.rootfs) is not None}
+        # The runtime's own mount at /sys/fs/cgroup (runc's tmpfs of v1 hierarchies): a cgroup2
+        # view goes on top of it, and nowhere else.
+        cg = top.get(prefix + "/sys/fs/cgroup")
+        self.on_cgroup_root = {cg.mount_id} if cg is not None and cg.fstype in ("tmpfs", "cgroup", "cgroup2") \
+            else set()
 
     def add_ours(self, mount_id: int) -> None:
         self.on_tmpfs.add(mount_id)
@@ -241,6 +287,8 @@ class _Where:
     def allowed(self, step: MountStep) -> set[int]:
         if step.on == "cgroup":
             return self.on_cgroup
+        if step.on == "cgroup-root":
+            return self.on_cgroup_root
         return self.on_tmpfs if step.on == "tmpfs" else self.on_root
 
 
@@ -306,7 +354,7 @@ def _mount_bind(root: Root, step: MountStep, src: int, where_ok: _Where, attache
         linux.attach(src, tfd)
         attached.append(src)
         mounted.append(where)
-        if step.on == "cgroup":  # a cgroup filesystem too: later cgroup steps may mount below it
+        if step.on in ("cgroup", "cgroup-root"):  # a cgroup filesystem too: later cgroup steps may mount below it
             where_ok.on_cgroup.add(linux.mount_id(src))
         log.debug(f"bound {step.source} on {step.target} ({','.join(step.flags)})")
     finally:
@@ -392,6 +440,9 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
                     record.data["journal"] = plan.machine_id
                     record.data["journal_created"] = created
                     continue
+                if step.kind == "cgroup2-group":
+                    record.data["cgroup2_created"] = _cgroup2_group(step, pid, undo)
+                    continue
                 _host_step(step, plan, undo)
                 if step.path == plan.state_dir:
                     record.write()
@@ -399,7 +450,7 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
             record.data["host_before"] = _ids(seen[0] if seen else _live_mounts())
             record.data["container_before"] = _ids(container_mounts)
             record.write()
-            _clone_sources(plan, sources)
+            _clone_sources(plan, sources, undo.cgroup2)
             _fault("setns")
             linux.setns(target_ns, linux.CLONE_NEWNS)
             try:
@@ -446,7 +497,7 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
             raise HookError(f"prestart failed: {exc.strerror}{where}") from None
         raise
     finally:
-        for fd in list(sources.values()) + attached:
+        for fd in list(sources.values()) + attached + ([undo.cgroup2] if undo.cgroup2 >= 0 else []):
             try:
                 os.close(fd)
             except OSError:

@@ -12,6 +12,7 @@ is a host tmpfs, the path of a hook mount is also the path of a host mount.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from oci_systemd_hook.hoststate import process_start, read_record
@@ -102,6 +103,32 @@ def _propagated(record: dict[str, object], rootfs: str) -> list[tuple[int, str]]
     return [(m.mount_id, m.mountpoint) for m in live if (m.mount_id, m.mountpoint, m.fstype) in wanted]
 
 
+def _remove_cgroup2_groups(groups: list[str], log: Log) -> None:
+    """Remove the cgroup2 groups prestart made on a legacy host (parents first in `groups`)."""
+    from oci_systemd_hook import cgroup2
+
+    try:
+        top = cgroup2.open_hierarchy()
+    except OSError as exc:
+        log.warning(f"cannot reach the cgroup2 hierarchy to remove {groups[-1][:200]}: {exc.strerror}")
+        return
+    try:
+        for n, rel in enumerate(reversed(groups)):
+            if not rel or rel.startswith("/") or ".." in rel.split("/"):
+                continue
+            try:
+                if n == 0:  # the container's own group, with what systemd made in it
+                    cgroup2.remove_group(top, rel)
+                else:  # a parent the hook made: only if nobody else uses it by now
+                    os.rmdir(rel, dir_fd=top)
+                log.debug(f"removed the cgroup2 group {rel}")
+            except OSError as exc:
+                if n == 0 or exc.errno not in (errno.ENOTEMPTY, errno.EBUSY, errno.ENOENT):
+                    log.warning(f"cannot remove the cgroup2 group {rel[:200]}: {exc.strerror}")
+    finally:
+        os.close(top)
+
+
 def record_is_live(record: dict[str, object]) -> bool:
     """Is the process that prestart prepared still the same, living process?"""
     pid = record.get("pid")
@@ -147,6 +174,9 @@ def poststop(state_root: str, cid: str, bundle: str, log: Log, journal_mode: str
         mid = _str(record, "machine_id")
         if mid:
             registry.release_mid(state_root, mid, cid)
+        groups = _strings(record, "cgroup2_created")
+        if groups:
+            _remove_cgroup2_groups(groups, log)
     if journal_mode == "remove" and journal_root:
         for mid in mids:
             if registry.remove_journal(journal_root, mid, cid):

@@ -145,6 +145,7 @@ class HostFacts:
         self.cgroups: dict[str, str] = {}  # the container's /proc/PID/cgroup
         self.host_mounts: list[MountInfo] = []  # the hook's own mount namespace
         self.container_mounts: list[MountInfo] = []  # the container's mount namespace
+        self.guest_systemd: int | None = None  # the image's systemd version, when it was needed and read
         self.memory_limit: int | None = None
         self.ram = 0
         self.selinux = False

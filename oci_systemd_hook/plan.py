@@ -19,6 +19,8 @@ from oci_systemd_hook.settings import Settings
 from oci_systemd_hook.spec import Spec
 
 TMPFS_TARGETS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
+#: The source of a bind from the hook's own, detached cgroup2 mount (legacy hosts), then a path.
+CGROUP2_PRIVATE = "cgroup2:"
 #: Files of a cgroup directory that a delegated owner must be able to write.
 CGROUP_DELEGATE_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks",
                          "notify_on_release", "cgroup.clone_children")
@@ -64,7 +66,7 @@ class HostStep:
 
     def __init__(self, kind: str, path: str, mode: int = 0o755, content: str = "", uid: int | None = None,
                  gid: int | None = None, label: str = "", source: str = "") -> None:
-        self.kind = kind  # mkdir, write, copy, chown-cgroup, label
+        self.kind = kind  # mkdir, claim, write, copy, journal, chown-cgroup, cgroup2-group
         self.path = path
         self.mode = mode
         self.content = content
@@ -96,6 +98,8 @@ class Plan:
         self.mounts: list[MountStep] = []
         self.skipped: list[tuple[str, str]] = []
         self.notes: list[str] = []
+        self.cgroup_view = ""  # "unified" or "v1" when the host is not cgroup v2; "" otherwise
+        self.cgroup2_group = ""  # on a legacy host: the group the hook makes in the cgroup2 hierarchy
         #: The host's and the container's mount tables as read while planning: prestart starts
         #: from them when nothing was unmounted in between (not part of the printed plan).
         self.mounts_seen: tuple[list[MountInfo], list[MountInfo]] | None = None
@@ -379,7 +383,7 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
                                      reason="the container's journal, readable on the host with journalctl -D"))
 
     # 5. The container's own cgroup, writable; nothing above it.
-    _plan_cgroups(plan, spec, facts, rootfs, uid, gid)
+    _plan_cgroups(plan, spec, settings, facts, rootfs, uid, gid)
     return plan
 
 
@@ -402,7 +406,8 @@ def _hide_siblings(plan: Plan, base: str, rel: str) -> None:
                                  reason="hides the groups of other containers next to the container's own"))
 
 
-def _plan_cgroups(plan: Plan, spec: Spec, facts: HostFacts, rootfs: str, uid: int | None, gid: int | None) -> None:
+def _plan_cgroups(plan: Plan, spec: Spec, settings: Settings, facts: HostFacts, rootfs: str, uid: int | None,
+                  gid: int | None) -> None:
     if not facts.known:
         plan.notes.append("cgroups are decided from the live container's mount table (no pid given)")
         return
@@ -412,6 +417,15 @@ def _plan_cgroups(plan: Plan, spec: Spec, facts: HostFacts, rootfs: str, uid: in
         return
     if top.fstype == "cgroup2":
         _plan_cgroup2(plan, facts, top, "/sys/fs/cgroup", uid, gid, required=True)
+        return
+    from oci_systemd_hook.cgroupview import choose, host_layout
+
+    layout = host_layout(facts.host_mounts)
+    view, why = choose(settings.cgroup_view, layout, facts.guest_systemd)
+    plan.cgroup_view = view
+    plan.notes.append(f"cgroup view: {'cgroup2' if view == 'unified' else 'cgroup v1'} on a {layout} host ({why})")
+    if view == "unified":
+        _plan_unified_view(plan, spec, facts, layout, uid, gid)
         return
     # cgroup v1 (runc's layout: a tmpfs holding one mount per hierarchy).
     path = facts.cgroups.get(SYSTEMD_V1)
@@ -435,6 +449,57 @@ def _plan_cgroups(plan: Plan, spec: Spec, facts: HostFacts, rootfs: str, uid: in
     unified = _container_mount(facts, rootfs, "/sys/fs/cgroup/unified")
     if unified is not None and unified.fstype == "cgroup2":
         _plan_cgroup2(plan, facts, unified, "/sys/fs/cgroup/unified", uid, gid, required=False)
+
+
+def _plan_unified_view(plan: Plan, spec: Spec, facts: HostFacts, layout: str, uid: int | None,
+                       gid: int | None) -> None:
+    """A cgroup2 view at /sys/fs/cgroup for a container on a hybrid or legacy (v1) host.
+
+    The bind onto /sys/fs/cgroup lands on the runtime's own mount there (`on="cgroup-root"`);
+    what follows lies on that bind. Without a cgroup namespace (and always on a legacy host,
+    where the container's namespace was made at the hierarchy's root): the hierarchy's root
+    read-only, the groups next to the container's hidden, its own group writable at its
+    full path. With one on a hybrid host: its own group as the root of the view.
+    """
+    from oci_systemd_hook.cgroupview import unified_mount
+
+    if layout == "hybrid":
+        path = facts.cgroups.get("")
+        host = unified_mount(facts.host_mounts)
+        if path is None or path == "/" or host is None:
+            raise HookError("the container has no cgroup2 group of its own on this hybrid host: cannot give it a "
+                            "cgroup2 view (try --cgroup-view=v1)")
+        own = cgroup_host_dir(facts.host_mounts, None, path)
+        if own is None:
+            raise HookError("the host's cgroup2 hierarchy is not mounted where the hook can reach it")
+        rel = path.strip("/")
+        if "cgroup" in spec.namespaces:
+            if uid is not None:
+                plan.host_steps.append(HostStep("chown-cgroup", own, uid=uid, gid=gid))
+            plan.mounts.append(MountStep("bind", "/sys/fs/cgroup", own, flags=("nosuid", "nodev", "noexec"),
+                                         create=False, on="cgroup-root",
+                                         reason="cgroup2 view: the container's own group, writable"))
+            return
+        root_source = host.mountpoint
+        own_source = own
+    else:
+        path = facts.cgroups.get(SYSTEMD_V1) or ""
+        rel = path.strip("/")
+        if not rel:
+            raise HookError("the container has no cgroup of its own on this host (name=systemd): cannot make it a "
+                            "cgroup2 group (try --cgroup-view=v1)")
+        # The container's group, made on a cgroup2 mount of the hook's own (never attached to the host).
+        plan.host_steps.append(HostStep("cgroup2-group", rel, uid=uid, gid=gid))
+        plan.cgroup2_group = rel
+        root_source = CGROUP2_PRIVATE
+        own_source = CGROUP2_PRIVATE + rel
+    plan.mounts.append(MountStep("bind", "/sys/fs/cgroup", root_source, flags=("ro", "nosuid", "nodev", "noexec"),
+                                 create=False, on="cgroup-root",
+                                 reason="cgroup2 view: the hierarchy read-only, so the container's path exists"))
+    _hide_siblings(plan, "/sys/fs/cgroup", rel)
+    plan.mounts.append(MountStep("bind", "/sys/fs/cgroup/" + rel, own_source, flags=("nosuid", "nodev", "noexec"),
+                                 create=False, on="cgroup",
+                                 reason="the container's own cgroup2 group, writable for systemd"))
 
 
 def _plan_cgroup2(plan: Plan, facts: HostFacts, mount: MountInfo, base: str, uid: int | None, gid: int | None,

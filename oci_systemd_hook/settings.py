@@ -14,10 +14,11 @@ ENV_PREFIX = "OCI_SYSTEMD_HOOK_"
 ANNOTATION_PREFIX = "oci-systemd-hook."
 ENABLE_ANNOTATION = ANNOTATION_PREFIX + "enable"
 JOURNAL_MODES = ("keep", "remove", "off")
+CGROUP_VIEWS = ("auto", "v1", "unified")
 _TRUE = ("1", "true", "yes", "on", "enable", "enabled")
 _FALSE = ("0", "false", "no", "off", "disable", "disabled")
 
-#: name -> (kind, help); kind is "path", "size", "journal" or "bool".
+#: name -> (kind, help); kind is "path", "size", "duration", "journal", "view" or "bool".
 KNOBS: dict[str, tuple[str, str]] = {
     "state-dir": ("path", "host directory for per-container state (default /run/oci-systemd-hook)"),
     "journal-root": ("path", "host directory the container's journal is linked under (default /var/log/journal)"),
@@ -29,10 +30,12 @@ KNOBS: dict[str, tuple[str, str]] = {
                                     "30d; off: never)"),
     "journal-max-use": ("size", "remove the oldest kept journals of gone containers beyond this total (default 1g; "
                                 "off: no limit)"),
+    "cgroup-view": ("view", "what a container sees at /sys/fs/cgroup on a cgroup v1 host: auto (default: cgroup2 "
+                            "for systemd 256 and later, which refuses v1), v1 or unified"),
     "debug": ("bool", "log every step to stderr and syslog"),
 }
 #: Knobs a container may set for itself through annotations.
-ANNOTATION_KNOBS = ("journal", "run-size", "tmp-size", "debug")
+ANNOTATION_KNOBS = ("journal", "run-size", "tmp-size", "cgroup-view", "debug")
 
 
 def parse_bool(value: str, where: str) -> bool:
@@ -106,6 +109,7 @@ class Settings:
         self.max_size = "25%"
         self.journal_max_age = "30d"
         self.journal_max_use = "1g"
+        self.cgroup_view = "auto"
         self.debug = False
         #: Knobs whose value came from the container's annotations (untrusted).
         self.from_annotations: set[str] = set()
@@ -132,6 +136,10 @@ class Settings:
             if value not in JOURNAL_MODES:
                 raise InputError(f"{where}: expected one of {', '.join(JOURNAL_MODES)}, got {value[:40]!r}")
             self.journal = value
+        elif kind == "view":
+            if value.strip().lower() not in CGROUP_VIEWS:
+                raise InputError(f"{where}: expected one of {', '.join(CGROUP_VIEWS)}, got {value[:40]!r}")
+            self.cgroup_view = value.strip().lower()
         else:
             self.debug = parse_bool(value, where)
 

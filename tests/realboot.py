@@ -39,7 +39,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BUILD_IMAGE = REPO / "scripts" / "build-image"
 DEFAULT_CACHE = Path("/var/cache/oci-systemd-hook")
-RELEASES = {"debian-12": "bookworm", "debian-13": "trixie"}
+RELEASES = {"debian-12": "bookworm", "debian-13": "trixie", "debian-sid": "sid"}
 
 # What the original hook's README asks for in config.json; CAP_SYS_ADMIN deliberately absent:
 # systemd must boot unprivileged.
@@ -100,11 +100,16 @@ class Namespace:
     ``sleep infinity`` and entered with ``nsenter -m``."""
 
     def __init__(self, cgroup: str = "v1") -> None:
-        if cgroup not in ("v1", "v2"):
-            raise ValueError(f"cgroup must be 'v1' or 'v2', not {cgroup!r}")
+        if cgroup not in ("v1", "v2", "legacy"):
+            raise ValueError(f"cgroup must be 'v1', 'v2' or 'legacy', not {cgroup!r}")
         self.cgroup = cgroup
         self._holder: subprocess.Popen[str] | None = None
-        if cgroup == "v2":
+        if cgroup in ("v2", "legacy"):
+            # legacy: a v1 host that never mounted cgroup2 (RHEL 7 and the like): the hybrid
+            # host's unified mount taken away in the namespace.
+            setup = ("mount -t cgroup2 cgroup2 /sys/fs/cgroup" if cgroup == "v2" else
+                     "for m in $(awk '{for (i = 7; i < NF; i++) if ($i == \"-\" && $(i + 1) == \"cgroup2\") print $5}' "
+                     "/proc/self/mountinfo); do umount \"$m\"; done")
             self._holder = subprocess.Popen(
                 [
                     "unshare",
@@ -113,7 +118,7 @@ class Namespace:
                     "private",
                     "sh",
                     "-c",
-                    "mount -t cgroup2 cgroup2 /sys/fs/cgroup && echo ready && exec sleep infinity",
+                    setup + " && echo ready && exec sleep infinity",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -122,7 +127,7 @@ class Namespace:
             assert self._holder.stdout is not None
             if self._holder.stdout.readline().strip() != "ready":
                 self.close()
-                raise RuntimeError("could not mount cgroup2 in a private mount namespace")
+                raise RuntimeError(f"could not make a cgroup {cgroup} host in a private mount namespace")
 
     @property
     def pid(self) -> int | None:
