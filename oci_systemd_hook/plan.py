@@ -99,6 +99,7 @@ class Plan:
         self.skipped: list[tuple[str, str]] = []
         self.notes: list[str] = []
         self.cgroup_view = ""  # "unified" or "v1" when the host is not cgroup v2; "" otherwise
+        self.cgroup_view_reason = ""
         self.cgroup2_group = ""  # on a legacy host: the group the hook makes in the cgroup2 hierarchy
         #: The host's and the container's mount tables as read while planning: prestart starts
         #: from them when nothing was unmounted in between (not part of the printed plan).
@@ -113,6 +114,8 @@ class Plan:
             "journal_dir": self.journal_dir,
             "journal_mode": self.journal_mode,
             "runtime_tmpfs": list(self.runtime_tmpfs),
+            "cgroup_view": self.cgroup_view,
+            "cgroup_view_reason": self.cgroup_view_reason,
             "host": [s.as_dict() for s in self.host_steps],
             "mounts": [m.as_dict() for m in self.mounts],
             "skipped": [{"target": t, "reason": r} for t, r in self.skipped],
@@ -122,6 +125,8 @@ class Plan:
     def render(self) -> str:
         lines = [f"container {self.container_id}", f"  machine-id {self.machine_id}",
                  f"  rootfs     {self.rootfs}", f"  state      {self.state_dir}"]
+        if self.cgroup_view_reason:
+            lines.append(f"  cgroups    {self.cgroup_view_reason}")
         for h in self.host_steps:
             extra = f" mode {oct(h.mode)[2:]}" if h.kind in ("mkdir", "write", "copy") else ""
             if h.uid is not None:
@@ -423,7 +428,7 @@ def _plan_cgroups(plan: Plan, spec: Spec, settings: Settings, facts: HostFacts, 
     layout = host_layout(facts.host_mounts)
     view, why = choose(settings.cgroup_view, layout, facts.guest_systemd)
     plan.cgroup_view = view
-    plan.notes.append(f"cgroup view: {'cgroup2' if view == 'unified' else 'cgroup v1'} on a {layout} host ({why})")
+    plan.cgroup_view_reason = f"{'cgroup2' if view == 'unified' else 'cgroup v1'} on a {layout} host: {why}"
     if view == "unified":
         _plan_unified_view(plan, spec, facts, layout, uid, gid)
         return

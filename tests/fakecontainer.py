@@ -40,6 +40,9 @@ def minimal_rootfs(root: Path) -> Path:
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
     (root / "etc/os-release").write_text('ID=fake\nPRETTY_NAME="fake image"\n')
+    # systemd 252 (Debian 12): on a cgroup v1 host the hook keeps the v1 layout for it
+    (root / "usr/lib/systemd").mkdir(parents=True, exist_ok=True)
+    (root / "usr/lib/systemd/libsystemd-shared-252.so").write_bytes(b"")
     return root
 
 
@@ -105,7 +108,7 @@ class FakeContainer:
     """`with FakeContainer(tmp_path) as c:` gives a live process `c.pid` in a prepared namespace."""
 
     def __init__(self, tmp: Path, *, config: dict[str, object] | None = None, cgroup: str = "v1",
-                 cgroupns: bool = False, runtime_mounts: list[tuple[str, str]] = (),  # type: ignore[assignment]
+                 cgroupns: bool = False, unified_group: bool = False, runtime_mounts: list[tuple[str, str]] = (),  # type: ignore[assignment]
                  rootfs_readonly: bool = False, build_rootfs: bool = True, mount_proc: bool = False,
                  propagation: str = "private") -> None:
         self.tmp = tmp
@@ -136,6 +139,8 @@ class FakeContainer:
             self.config.update(config)
         self.proc: subprocess.Popen[bytes] | None = None
         self.cgroup_dir: Path | None = None
+        self.unified_group = unified_group
+        self.unified_dir: Path | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -195,9 +200,14 @@ class FakeContainer:
             self.cgroup_dir = cgroup2_root() / self.name
         if self.cgroup_dir is not None:
             self.cgroup_dir.mkdir()
+        if self.unified_group:  # a hybrid host's runc: the container has its own cgroup2 group too
+            self.unified_dir = cgroup2_root() / self.name
+            self.unified_dir.mkdir()
         inner = ["unshare", "-m", "--propagation", self.propagation] + (["-C"] if self.cgroupns else [])
         inner += ["sh", "-c", self._setup_script()]
         enter = f"echo $$ > {shlex.quote(str(self.cgroup_dir))}/cgroup.procs; " if self.cgroup_dir else ""
+        if self.unified_dir is not None:
+            enter += f"echo $$ > {shlex.quote(str(self.unified_dir))}/cgroup.procs; "
         cmd = ["sh", "-c", enter + "exec " + " ".join(shlex.quote(a) for a in inner)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
@@ -215,11 +225,12 @@ class FakeContainer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if self.cgroup_dir is not None and self.cgroup_dir.exists():
-            for child in sorted(self.cgroup_dir.rglob("*"), reverse=True):
-                if child.is_dir():
-                    child.rmdir()
-            self.cgroup_dir.rmdir()
+        for d in (self.cgroup_dir, self.unified_dir):
+            if d is not None and d.exists():
+                for child in sorted(d.rglob("*"), reverse=True):
+                    if child.is_dir():
+                        child.rmdir()
+                d.rmdir()
 
     # --- talking to the hook ---------------------------------------------------------------------
 

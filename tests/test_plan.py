@@ -86,6 +86,7 @@ def make_facts(host: str = HYBRID_HOST, cgroup: str = V1_CGROUP, mounts: str = V
     facts.ram = 8 * GIB
     facts.os_release = "/etc/os-release"
     facts.journal_root_exists = True
+    facts.guest_systemd = 252  # Debian 12, the image of the samples: v1 on a v1 host
     for key, value in attrs.items():
         setattr(facts, key, value)
     return facts

@@ -12,7 +12,7 @@ def test_defaults() -> None:
     s = Settings()
     assert s.as_dict() == {"state-dir": "/run/oci-systemd-hook", "journal-root": "/var/log/journal",
                            "journal": "keep", "run-size": "64m", "tmp-size": "auto", "max-size": "25%",
-                           "journal-max-age": "30d", "journal-max-use": "1g",
+                           "journal-max-age": "30d", "journal-max-use": "1g", "cgroup-view": "auto",
                            "debug": False}
     assert list(s.as_dict()) == list(KNOBS)
 
@@ -24,7 +24,7 @@ def test_env() -> None:
                  "OCI_SYSTEMD_HOOK_TMP_SIZE": "25%", "OCI_SYSTEMD_HOOK_DEBUG": "yes", "PATH": "/bin"})
     assert s.as_dict() == {"state-dir": "/srv/state", "journal-root": "/srv/journal", "journal": "remove",
                            "run-size": "32m", "tmp-size": "25%", "max-size": "25%",
-                           "journal-max-age": "30d", "journal-max-use": "1g", "debug": True}
+                           "journal-max-age": "30d", "journal-max-use": "1g", "cgroup-view": "auto", "debug": True}
 
 
 def test_env_empty_values_are_ignored() -> None:
@@ -162,7 +162,7 @@ def test_annotation_knobs_only_tune_the_container() -> None:
                          "oci-systemd-hook.tmp-size": "128m", "oci-systemd-hook.debug": "true"})
     assert s.as_dict() == {"state-dir": "/run/oci-systemd-hook", "journal-root": "/var/log/journal",
                            "journal": "remove", "run-size": "8m", "tmp-size": "128m", "max-size": "25%",
-                           "journal-max-age": "30d", "journal-max-use": "1g",
+                           "journal-max-age": "30d", "journal-max-use": "1g", "cgroup-view": "auto",
                            "debug": True}
 
 
@@ -224,3 +224,15 @@ def test_retention_is_not_an_annotation_knob() -> None:
     s = Settings()
     s.apply_annotations({"oci-systemd-hook.journal-max-age": "off", "oci-systemd-hook.journal-max-use": "off"})
     assert (s.journal_max_age, s.journal_max_use) == ("30d", "1g")
+
+
+def test_cgroup_view_knob() -> None:
+    s = Settings()
+    s.apply_env({"OCI_SYSTEMD_HOOK_CGROUP_VIEW": "V1"})
+    assert s.cgroup_view == "v1"
+    s.set("cgroup-view", "unified", "--cgroup-view")
+    assert s.cgroup_view == "unified"
+    s.apply_annotations({"oci-systemd-hook.cgroup-view": "auto"})
+    assert s.cgroup_view == "auto" and "cgroup-view" in s.from_annotations
+    with pytest.raises(InputError, match="--cgroup-view: expected one of auto, v1, unified, got 'v2'"):
+        s.set("cgroup-view", "v2", "--cgroup-view")
