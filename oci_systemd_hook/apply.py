@@ -99,7 +99,8 @@ class Record:
             "host_before": [],
             "container_before": [],
             "propagated": [],
-            "cgroup2_created": [],  # groups made on the cgroup2 hierarchy (legacy hosts), parents first
+            "cgroup2_group": "",  # the container's group on the cgroup2 hierarchy (legacy hosts)
+            "cgroup2_created": [],  # the groups prestart made there, parents first
             "complete": False,
         }
 
@@ -441,6 +442,7 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
                     record.data["journal_created"] = created
                     continue
                 if step.kind == "cgroup2-group":
+                    record.data["cgroup2_group"] = step.path
                     record.data["cgroup2_created"] = _cgroup2_group(step, pid, undo)
                     continue
                 _host_step(step, plan, undo)

@@ -29,6 +29,8 @@ FIRST_UNIFIED_ONLY = 256
 #: Where distributions put libsystemd-shared (Debian 13 and later: below the multiarch triplet).
 _LIB_DIRS = ("/usr/lib/systemd", "/usr/lib64/systemd", "/lib/systemd")
 _LIB_PREFIXES = ("libsystemd-shared-", "libsystemd-core-")
+#: Names read per directory of the image, at most.
+MAX_NAMES = 4096
 
 
 def host_layout(host_mounts: list[MountInfo]) -> str:
@@ -88,12 +90,18 @@ def guest_systemd_version(root: object) -> int | None:
             fd = root.resolve(path, os.O_PATH | os.O_DIRECTORY)
         except OSError:
             return []
+        found: list[str] = []
         try:  # listed through the resolved descriptor: nothing in the image is opened by name
-            return os.listdir(f"/proc/self/fd/{fd}")[:4096]
+            with os.scandir(f"/proc/self/fd/{fd}") as entries:
+                for entry in entries:
+                    found.append(entry.name)
+                    if len(found) >= MAX_NAMES:  # a directory of a million names is not read whole
+                        break
         except OSError:
-            return []
+            pass
         finally:
             os.close(fd)
+        return found
 
     dirs = list(_LIB_DIRS)
     for name in names("/usr/lib"):

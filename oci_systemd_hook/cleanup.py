@@ -103,27 +103,29 @@ def _propagated(record: dict[str, object], rootfs: str) -> list[tuple[int, str]]
     return [(m.mount_id, m.mountpoint) for m in live if (m.mount_id, m.mountpoint, m.fstype) in wanted]
 
 
-def _remove_cgroup2_groups(groups: list[str], log: Log) -> None:
-    """Remove the cgroup2 groups prestart made on a legacy host (parents first in `groups`)."""
+def _remove_cgroup2_groups(own: str, created: list[str], log: Log) -> None:
+    """Remove the container's cgroup2 group that prestart made on a legacy host, with what
+    systemd made in it, and then the parents prestart created (`created`, parents first) if
+    nobody else uses them by now."""
     from oci_systemd_hook import cgroup2
 
     try:
         top = cgroup2.open_hierarchy()
     except OSError as exc:
-        log.warning(f"cannot reach the cgroup2 hierarchy to remove {groups[-1][:200]}: {exc.strerror}")
+        log.warning(f"cannot reach the cgroup2 hierarchy to remove {own[:200]}: {exc.strerror}")
         return
     try:
-        for n, rel in enumerate(reversed(groups)):
+        for rel in [own] + [p for p in reversed(created) if p != own]:
             if not rel or rel.startswith("/") or ".." in rel.split("/"):
                 continue
             try:
-                if n == 0:  # the container's own group, with what systemd made in it
+                if rel == own:
                     cgroup2.remove_group(top, rel)
-                else:  # a parent the hook made: only if nobody else uses it by now
+                else:
                     os.rmdir(rel, dir_fd=top)
                 log.debug(f"removed the cgroup2 group {rel}")
             except OSError as exc:
-                if n == 0 or exc.errno not in (errno.ENOTEMPTY, errno.EBUSY, errno.ENOENT):
+                if rel == own or exc.errno not in (errno.ENOTEMPTY, errno.EBUSY, errno.ENOENT):
                     log.warning(f"cannot remove the cgroup2 group {rel[:200]}: {exc.strerror}")
     finally:
         os.close(top)
@@ -139,11 +141,15 @@ def record_is_live(record: dict[str, object]) -> bool:
 
 
 def undo_record(record: dict[str, object], log: Log) -> None:
-    """Unmount what of this record's prestart reached the host's namespace."""
+    """Undo on the host what this record's prestart did there: the mounts that reached the
+    host's namespace, and the cgroup2 group it made on a legacy host (its container is gone)."""
     rootfs = _str(record, "rootfs")
     if rootfs.startswith("/"):
         for path in detach_mounts(rootfs, _propagated(record, rootfs), log):
             log.info(f"unmounted {path} that had propagated to the host")
+    own = _str(record, "cgroup2_group")
+    if own:
+        _remove_cgroup2_groups(own, _strings(record, "cgroup2_created"), log)
 
 
 def poststop(state_root: str, cid: str, bundle: str, log: Log, journal_mode: str, journal_root: str = "",
@@ -174,9 +180,7 @@ def poststop(state_root: str, cid: str, bundle: str, log: Log, journal_mode: str
         mid = _str(record, "machine_id")
         if mid:
             registry.release_mid(state_root, mid, cid)
-        groups = _strings(record, "cgroup2_created")
-        if groups:
-            _remove_cgroup2_groups(groups, log)
+
     if journal_mode == "remove" and journal_root:
         for mid in mids:
             if registry.remove_journal(journal_root, mid, cid):

@@ -135,8 +135,27 @@ def _check_version(image: Image, report: Report, systemd: str) -> None:
     if found:
         _kind, version, path = min(found, key=lambda f: f[0] != "shared")  # libsystemd-shared first
         report.add("info", "version", f"systemd version {version} (from {shown(path)})", path)
+        _check_cgroup_host(report, int(version))
         return
     report.add("info", "version", "systemd version unknown (no libsystemd-shared-NNN.so found)")
+
+
+def _check_cgroup_host(report: Report, version: int) -> None:
+    """systemd 256 and later refuse a cgroup v1 host: say so when this host is one."""
+    from oci_systemd_hook.cgroupview import FIRST_UNIFIED_ONLY, host_layout
+    from oci_systemd_hook.hostfacts import parse_mountinfo
+
+    if version < FIRST_UNIFIED_ONLY:
+        return
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            layout = host_layout(parse_mountinfo(f.read()))
+    except OSError:
+        return
+    if layout != "unified":
+        report.add("warning", "cgroups", f"systemd {version} refuses cgroup v1, and this host is a {layout} cgroup "
+                   "v1 host: without the hook (or with --cgroup-view=v1) it will not start; the hook's default "
+                   "--cgroup-view=auto gives it a cgroup2 view")
 
 
 def _check_loader(image: Image, report: Report, systemd: str) -> None:

@@ -67,10 +67,18 @@ class Daemon:
 
     name = "daemon"
 
+    #: The parent cgroup the engine makes in every hierarchy (dockerd: /docker; containerd: its namespace).
+    cgroup_parent = ""
+
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = scratch / f"{self.name}.log"
+        self.parents_before = self._parents()
+
+    def _parents(self) -> set[Path]:
+        return {p for p in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}") if p.is_dir()} \
+            if self.cgroup_parent else set()
 
     def _start(self, script: str, env: dict[str, str]) -> None:
         # containerd's shims put their sockets in /run/containerd/s whatever the configuration
@@ -106,6 +114,11 @@ class Daemon:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
+        for parent in self._parents() - self.parents_before:  # the engine's own, left by it: the host as before
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -115,6 +128,7 @@ class Dockerd(Daemon):
     """dockerd (with the containerd it manages) in scratch space."""
 
     name = "dockerd"
+    cgroup_parent = "docker"
 
     def __init__(self, scratch: Path, daemon_json: Path, env: dict[str, str]) -> None:
         super().__init__(scratch)
@@ -170,6 +184,7 @@ class Containerd(Daemon):
     """A standalone containerd: CRI plugin off, scratch root, state and socket."""
 
     name = "containerd"
+    cgroup_parent = "default"
 
     def __init__(self, scratch: Path, env: dict[str, str]) -> None:
         super().__init__(scratch)

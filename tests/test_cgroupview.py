@@ -117,3 +117,85 @@ def test_debian_12_keeps_v1_and_the_knob_overrides() -> None:
     kept = plan_for(settings=make_settings(cgroup_view="v1"), facts=make_facts(cgroup=HYBRID_CGROUP,
                                                                                 guest_systemd=262))
     assert kept.cgroup_view == "v1"
+
+
+def test_check_warns_when_the_images_systemd_refuses_this_v1_host(tmp_path: Path) -> None:
+    from oci_systemd_hook.imagecheck import check_image
+    from tests.fakecontainer import minimal_rootfs
+
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        if cgroupview.host_layout(parse_mountinfo(f.read())) == "unified":
+            pytest.skip("this host is cgroup v2: nothing to warn about")
+    for version, warned in ((252, False), (262, True)):
+        root = minimal_rootfs(tmp_path / str(version))
+        (root / "usr/lib/systemd/libsystemd-shared-252.so").unlink()
+        (root / f"usr/lib/systemd/libsystemd-shared-{version}.so").write_bytes(b"")
+        (root / "usr/lib/systemd/systemd").write_bytes(b"\x7fELF")
+        (root / "usr/lib/systemd/systemd").chmod(0o755)
+        findings = [f for f in check_image(str(root)).as_dict()["findings"]  # type: ignore[union-attr]
+                    if f["check"] == "cgroups"]
+        assert bool(findings) == warned, findings
+        if warned:
+            assert findings[0]["severity"] == "warning" and "--cgroup-view=auto" in findings[0]["message"]
+
+
+# --- on a legacy host, for real: the hook's own cgroup2 group (root; a FakeContainer) -----------------
+
+
+@pytest.fixture
+def legacy_ns() -> object:
+    """A private mount namespace with no cgroup2 mount: the hook run there sees a legacy host."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from tests.realboot import Namespace
+
+    ns = Namespace("legacy")
+    try:
+        yield ns
+    finally:
+        ns.close()
+
+
+def _unified_root() -> Path:
+    from tests.fakecontainer import cgroup2_root
+
+    return cgroup2_root()
+
+
+@pytest.mark.root
+def test_legacy_host_group_is_made_moved_into_and_removed(tmp_path: Path, legacy_ns: object) -> None:
+    from tests.fakecontainer import FakeContainer, host_mount_table
+
+    wrap = ["nsenter", "-t", str(legacy_ns.pid), "-m", "--"]  # type: ignore[attr-defined]
+    host_before = host_mount_table()
+    with FakeContainer(tmp_path / "c") as c:
+        res = c.run_hook(args=["--cgroup-view=unified"], wrap=wrap)
+        assert res.returncode == 0, res.stderr
+        group = _unified_root() / c.name  # the one cgroup2 hierarchy, seen from the host
+        assert group.is_dir()
+        assert Path(f"/proc/{c.pid}/cgroup").read_text().splitlines()[-1] == f"0::/{c.name}"
+        top = c.mount_at("/sys/fs/cgroup")
+        own = c.mount_at(f"/sys/fs/cgroup/{c.name}")
+        assert top is not None and top.fstype == "cgroup2" and "ro" in top.options.split(",")
+        assert own is not None and own.fstype == "cgroup2" and "rw" in own.options.split(",")
+        assert host_mount_table() == host_before, "the hook's cgroup2 mount is never attached on the host"
+        c.stop()
+        assert c.poststop(wrap=wrap).returncode == 0
+        assert not group.exists(), "poststop removes the group"
+    assert host_mount_table() == host_before
+
+
+@pytest.mark.root
+def test_legacy_host_group_is_rolled_back_when_prestart_fails(tmp_path: Path, legacy_ns: object) -> None:
+    from tests.fakecontainer import FakeContainer
+
+    wrap = ["nsenter", "-t", str(legacy_ns.pid), "-m", "--"]  # type: ignore[attr-defined]
+    with FakeContainer(tmp_path / "c") as c:
+        res = c.run_hook(args=["--cgroup-view=unified"], wrap=wrap,
+                         env={"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": "", "OCI_SYSTEMD_HOOK_FAIL_AT": "open_tree"})
+        assert res.returncode != 0 and "injected failure" in res.stderr
+        assert not (_unified_root() / c.name).exists(), "the group is removed again"
+        # back in the hierarchy's root: on a legacy host that is where every process is
+        assert Path(f"/proc/{c.pid}/cgroup").read_text().splitlines()[-1] == "0::/"

@@ -86,8 +86,11 @@ CASES.update({
 })
 
 
+@pytest.mark.parametrize("view", ["v1", "unified"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_hostile_image(tmp_path: Path, case: str) -> None:
+def test_hostile_image(tmp_path: Path, case: str, view: str) -> None:
+    """Each case with runc's cgroup v1 layout, and with the cgroup2 view of a v1 host (a hybrid
+    host's runc: the container in a cgroup2 group of its own too)."""
     canary = tmp_path / "canary"
     (canary / "sub").mkdir(parents=True)
     (canary / "file").write_text("canary\n")
@@ -95,10 +98,10 @@ def test_hostile_image(tmp_path: Path, case: str) -> None:
     snapshot = tree_snapshot(canary)
     host_before = host_mount_table()
 
-    with FakeContainer(tmp_path / "c", config=USERNS, mount_proc=True) as c:
+    with FakeContainer(tmp_path / "c", config=USERNS, mount_proc=True, unified_group=view == "unified") as c:
         CASES[case](c.rootfs, canary)
         mounts_before = {(m.mountpoint, m.mount_id) for m in c.mounts()}
-        res = c.run_hook(timeout=20)
+        res = c.run_hook(timeout=20, args=[f"--cgroup-view={view}"])
         assert "Traceback" not in res.stderr
         assert res.returncode in (0, 2), res.stderr
         if res.returncode:
@@ -110,6 +113,8 @@ def test_hostile_image(tmp_path: Path, case: str) -> None:
         assert outside == [], f"mounted outside the rootfs: {outside}"
         assert tree_snapshot(canary) == snapshot, "the canary outside the rootfs changed"
         assert host_mount_table() == host_before
+        if view == "unified" and res.returncode == 0 and c.mount_at("/sys/fs/cgroup") is not None:
+            assert c.mount_at("/sys/fs/cgroup").fstype == "cgroup2"  # type: ignore[union-attr]
         assert c.poststop().returncode == 0
         assert not (c.state_dir / c.name).exists()
     assert tree_snapshot(canary) == snapshot
