@@ -69,33 +69,30 @@ def remove_group(top: int, rel: str) -> None:
     """rmdir `rel` below `top` with every child group in it, deepest first.
 
     On cgroupfs only directories are removed (their files go with them); a group that
-    still has a process fails with EBUSY, which is raised.
+    still has a process fails with EBUSY, which is raised. Iterative and bounded: the
+    container's own systemd may have nested groups as deep and as many as it liked.
     """
-    parent, _, name = rel.rpartition("/")
-    pfd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=top) if parent \
-        else os.dup(top)
-    try:
-        _remove(pfd, name, [0])
-    finally:
-        os.close(pfd)
-
-
-def _remove(pfd: int, name: str, count: list[int]) -> None:
-    count[0] += 1
-    if count[0] > MAX_GROUPS:
-        raise OSError(errno.E2BIG, f"more than {MAX_GROUPS} child groups")
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
-    except FileNotFoundError:
-        return
-    try:
-        with os.scandir(fd) as entries:
-            children = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
-        for child in children:
-            _remove(fd, child, count)
-    finally:
-        os.close(fd)
-    try:
-        os.rmdir(name, dir_fd=pfd)
-    except FileNotFoundError:
-        pass
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    found = [rel]  # every group below rel, parents before children
+    i = 0
+    while i < len(found):
+        try:
+            fd = os.open(found[i], flags, dir_fd=top)
+        except FileNotFoundError:
+            i += 1
+            continue
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if len(found) >= MAX_GROUPS:
+                            raise OSError(errno.E2BIG, f"more than {MAX_GROUPS} groups below {rel[:200]}")
+                        found.append(f"{found[i]}/{entry.name}")
+        finally:
+            os.close(fd)
+        i += 1
+    for path in reversed(found):  # children before their parents
+        try:
+            os.rmdir(path, dir_fd=top)
+        except FileNotFoundError:
+            pass

@@ -199,3 +199,31 @@ def test_legacy_host_group_is_rolled_back_when_prestart_fails(tmp_path: Path, le
         assert not (_unified_root() / c.name).exists(), "the group is removed again"
         # back in the hierarchy's root: on a legacy host that is where every process is
         assert Path(f"/proc/{c.pid}/cgroup").read_text().splitlines()[-1] == "0::/"
+
+
+@pytest.mark.root
+def test_removing_a_deep_and_wide_group_is_bounded_and_complete(tmp_path: Path) -> None:
+    """What a container's systemd (or a hostile one) nests inside its group goes with it."""
+    import os
+
+    from oci_systemd_hook import cgroup2
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    top = cgroup2.open_hierarchy()
+    name = f"osh-test-deep-{os.getpid()}"
+    try:
+        group, created = cgroup2.make_group(top, name)
+        os.close(group)
+        assert created == [name]
+        deep = name + "".join(f"/d{i}" for i in range(300))  # deeper than Python's recursion would go
+        os.close(cgroup2.make_group(top, deep)[0])
+        for i in range(50):
+            os.close(cgroup2.make_group(top, f"{name}/w{i}/x")[0])
+        assert (_unified_root() / name / "d0" / "d1").is_dir()
+        cgroup2.remove_group(top, name)
+        assert not (_unified_root() / name).exists()
+    finally:
+        if (_unified_root() / name).exists():
+            cgroup2.remove_group(top, name)
+        os.close(top)
