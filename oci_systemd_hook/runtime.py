@@ -178,7 +178,8 @@ def write_config(path: str, config: dict[str, object]) -> None:
             os.fchmod(fd, st.st_mode & 0o7777)
             if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
                 os.fchown(fd, st.st_uid, st.st_gid)
-            os.fsync(fd)
+            # No fsync: the file lives as long as this container's creation, which a crash
+            # ends anyway; the rename alone makes readers see the old or the new file.
         finally:
             os.close(fd)
         os.rename(tmp, path)

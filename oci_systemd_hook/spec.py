@@ -6,7 +6,6 @@ import os
 
 from oci_systemd_hook import jsonlite
 from oci_systemd_hook.errors import InputError
-from oci_systemd_hook.ocistate import _type_name, encodable
 
 MAX_CONFIG_BYTES = 16 << 20
 
@@ -133,6 +132,8 @@ def _field(obj: dict[str, object], name: str, kind: type, where: str, default: o
     if kind is int and isinstance(value, bool):
         raise InputError(f'config.json: "{where}{name}" must be an integer, got a boolean')
     if not isinstance(value, kind):
+        from oci_systemd_hook.ocistate import _type_name
+
         raise InputError(f'config.json: "{where}{name}" must be {_type_name(kind())}, got {_type_name(value)}')
     return value
 
@@ -145,6 +146,8 @@ def _str_list(value: object, where: str) -> list[str]:
 
 def parse_spec(obj: object, bundle: str) -> Spec:
     if not isinstance(obj, dict):
+        from oci_systemd_hook.ocistate import _type_name
+
         raise InputError(f"config.json must hold a JSON object, got {_type_name(obj)}")
     try:
         return _check_spec(obj, bundle)
@@ -156,6 +159,8 @@ def parse_spec(obj: object, bundle: str) -> Spec:
 
 def _check_spec(obj: dict[str, object], bundle: str) -> Spec:
     """The cheap checks that decide; schema.explain words the refusal."""
+    from oci_systemd_hook.ocistate import encodable  # the hook has it already; the runtime wrapper needs none
+
     spec = Spec()
 
     process = _field(obj, "process", dict, "", {})
