@@ -316,6 +316,16 @@ def _mount_tmpfs(root: Root, step: MountStep, where_ok: _Where, attached: list[i
                 keep.append((rel, clone, stat.S_ISDIR(os.fstat(clone).st_mode)))
             _fault("fsmount")
             mfd = linux.new_tmpfs(step.data, step.flags)
+            if step.copy_up:  # the image's content there, into the tmpfs before it hides it
+                from oci_systemd_hook.copyup import copy_tree
+
+                try:
+                    n = copy_tree(tfd, mfd, step.copy_up, step.target, log)
+                except BaseException:
+                    os.close(mfd)
+                    raise
+                if n:
+                    log.debug(f"copied up {n} entries of the image's {step.target}")
             _fault("move_mount")
             linux.attach(mfd, tfd)
             attached.append(mfd)

@@ -15,7 +15,7 @@ from oci_systemd_hook.hostfacts import HostFacts, MountInfo, below, cgroup_host_
 from oci_systemd_hook.ids import machine_id_candidates, machine_id_from_uuid, uuid_format
 from oci_systemd_hook.ocistate import State
 from oci_systemd_hook.registry import MID_CLAIMS, journal_data, journal_link
-from oci_systemd_hook.settings import Settings
+from oci_systemd_hook.settings import Settings, size_bytes
 from oci_systemd_hook.spec import Spec
 
 TMPFS_TARGETS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
@@ -33,7 +33,7 @@ class MountStep:
     """One mount made inside the container."""
 
     __slots__ = ("kind", "target", "source", "data", "flags", "node", "create", "reason", "submounts", "optional",
-                 "on", "dirs")
+                 "on", "dirs", "copy_up")
 
     def __init__(self, kind: str, target: str, source: str = "", data: list[str] | None = None,
                  flags: tuple[str, ...] = ("nosuid", "nodev"), node: str = "dir", create: bool = True,
@@ -54,6 +54,7 @@ class MountStep:
         # the image) or "cgroup" (a cgroup filesystem the runtime mounted, or a tmpfs of ours).
         self.on = on
         self.dirs = dirs or []  # tmpfs: directories made in it, after which it is made read-only
+        self.copy_up = 0  # tmpfs: copy the image's content there into it, up to this many bytes (0: none)
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) if k != "flags" else list(self.flags) for k in self.__slots__}
@@ -142,6 +143,8 @@ class Plan:
                 continue
             opts = ",".join(list(m.flags) + m.data)
             keep = f"  (keeps {', '.join(m.submounts)} on top)" if m.submounts else ""
+            if m.copy_up:
+                keep += "  (copies up the image's content)"
             if m.dirs:
                 keep += f"  (holds only {', '.join(m.dirs)}, then read-only)"
             lines.append(f"mount  {m.kind:<12} {m.target} <- {what} [{opts}]{keep}")
@@ -298,9 +301,13 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
         if facts.known:
             prefix = rootfs if rootfs != "/" else ""
             subs = [p[len(prefix):] for p in submounts_below(facts.container_mounts, prefix + target)]
-        plan.mounts.append(MountStep("tmpfs", target, "tmpfs", data + owner_data + label_data, flags[target],
-                                     reason="systemd needs it writable and empty", submounts=subs,
-                                     optional=target == "/var/log/journal"))
+        step = MountStep("tmpfs", target, "tmpfs", data + owner_data + label_data, flags[target],
+                         reason="systemd needs it writable and empty", submounts=subs,
+                         optional=target == "/var/log/journal")
+        if settings.copy_up:  # the image's content there, as podman's tmpcopyup: bounded by the size
+            step.copy_up = size_bytes(sizes[target], facts.ram) if sizes[target] else facts.ram // 2
+            step.copy_up = step.copy_up or 64 << 20
+        plan.mounts.append(step)
         ours.add(target)
 
     # 1b. A read-only root: units with StateDirectory= below /var/lib/systemd (systemd-logind's
@@ -314,9 +321,12 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
                                                   "not creating a mount point in it"))
         else:
             data = ["mode=755", f"size={run_size}"]
-            plan.mounts.append(MountStep("tmpfs", VAR_LIB_SYSTEMD, "tmpfs", data + owner_data + label_data,
-                                         ("nosuid", "nodev", "noexec"),
-                                         reason="read-only root: systemd's StateDirectory= paths must be creatable"))
+            step = MountStep("tmpfs", VAR_LIB_SYSTEMD, "tmpfs", data + owner_data + label_data,
+                             ("nosuid", "nodev", "noexec"),
+                             reason="read-only root: systemd's StateDirectory= paths must be creatable")
+            if settings.copy_up:  # the image's catalog database and the rest stay visible
+                step.copy_up = size_bytes(run_size, facts.ram) or 64 << 20
+            plan.mounts.append(step)
             ours.add(VAR_LIB_SYSTEMD)
 
     def writable_tmpfs(path: str) -> bool:

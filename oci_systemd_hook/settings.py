@@ -32,10 +32,12 @@ KNOBS: dict[str, tuple[str, str]] = {
                                 "off: no limit)"),
     "cgroup-view": ("view", "what a container sees at /sys/fs/cgroup on a cgroup v1 host: auto (default: cgroup2 "
                             "for systemd 256 and later, which refuses v1), v1 or unified"),
+    "copy-up": ("bool", "copy what the image has in /run, /tmp and /var/log/journal into the hook's new tmpfs "
+                        "(default true; false: they start empty)"),
     "debug": ("bool", "log every step to stderr and syslog"),
 }
 #: Knobs a container may set for itself through annotations.
-ANNOTATION_KNOBS = ("journal", "run-size", "tmp-size", "cgroup-view", "debug")
+ANNOTATION_KNOBS = ("journal", "run-size", "tmp-size", "cgroup-view", "copy-up", "debug")
 
 
 def parse_bool(value: str, where: str) -> bool:
@@ -110,6 +112,7 @@ class Settings:
         self.journal_max_age = "30d"
         self.journal_max_use = "1g"
         self.cgroup_view = "auto"
+        self.copy_up = True
         self.debug = False
         #: Knobs whose value came from the container's annotations (untrusted).
         self.from_annotations: set[str] = set()
@@ -141,7 +144,7 @@ class Settings:
                 raise InputError(f"{where}: expected one of {', '.join(CGROUP_VIEWS)}, got {value[:40]!r}")
             self.cgroup_view = value.strip().lower()
         else:
-            self.debug = parse_bool(value, where)
+            setattr(self, name.replace("-", "_"), parse_bool(value, where))
 
     def apply_env(self, environ: dict[str, str]) -> None:
         for name in KNOBS:

@@ -13,7 +13,7 @@ def test_defaults() -> None:
     assert s.as_dict() == {"state-dir": "/run/oci-systemd-hook", "journal-root": "/var/log/journal",
                            "journal": "keep", "run-size": "64m", "tmp-size": "auto", "max-size": "25%",
                            "journal-max-age": "30d", "journal-max-use": "1g", "cgroup-view": "auto",
-                           "debug": False}
+                           "copy-up": True, "debug": False}
     assert list(s.as_dict()) == list(KNOBS)
 
 
@@ -24,7 +24,8 @@ def test_env() -> None:
                  "OCI_SYSTEMD_HOOK_TMP_SIZE": "25%", "OCI_SYSTEMD_HOOK_DEBUG": "yes", "PATH": "/bin"})
     assert s.as_dict() == {"state-dir": "/srv/state", "journal-root": "/srv/journal", "journal": "remove",
                            "run-size": "32m", "tmp-size": "25%", "max-size": "25%",
-                           "journal-max-age": "30d", "journal-max-use": "1g", "cgroup-view": "auto", "debug": True}
+                           "journal-max-age": "30d", "journal-max-use": "1g", "cgroup-view": "auto", "copy-up": True,
+                           "debug": True}
 
 
 def test_env_empty_values_are_ignored() -> None:
@@ -163,7 +164,7 @@ def test_annotation_knobs_only_tune_the_container() -> None:
     assert s.as_dict() == {"state-dir": "/run/oci-systemd-hook", "journal-root": "/var/log/journal",
                            "journal": "remove", "run-size": "8m", "tmp-size": "128m", "max-size": "25%",
                            "journal-max-age": "30d", "journal-max-use": "1g", "cgroup-view": "auto",
-                           "debug": True}
+                           "copy-up": True, "debug": True}
 
 
 def test_annotations_cannot_choose_host_paths() -> None:
