@@ -279,8 +279,10 @@ class _Where:
         cg = top.get(prefix + "/sys/fs/cgroup")
         self.on_cgroup_root = {cg.mount_id} if cg is not None and cg.fstype in ("tmpfs", "cgroup", "cgroup2") \
             else set()
+        self.ours: set[int] = set()  # every mount the hook attached
 
     def add_ours(self, mount_id: int) -> None:
+        self.ours.add(mount_id)
         self.on_tmpfs.add(mount_id)
         self.on_root.add(mount_id)
         self.on_cgroup.add(mount_id)
@@ -290,6 +292,8 @@ class _Where:
             return self.on_cgroup
         if step.on == "cgroup-root":
             return self.on_cgroup_root
+        if step.on == "ours":
+            return self.ours
         return self.on_tmpfs if step.on == "tmpfs" else self.on_root
 
 
@@ -365,6 +369,7 @@ def _mount_bind(root: Root, step: MountStep, src: int, where_ok: _Where, attache
         linux.attach(src, tfd)
         attached.append(src)
         mounted.append(where)
+        where_ok.ours.add(linux.mount_id(src))
         if step.on in ("cgroup", "cgroup-root"):  # a cgroup filesystem too: later cgroup steps may mount below it
             where_ok.on_cgroup.add(linux.mount_id(src))
         log.debug(f"bound {step.source} on {step.target} ({','.join(step.flags)})")

@@ -19,6 +19,8 @@ from oci_systemd_hook.settings import Settings, size_bytes
 from oci_systemd_hook.spec import Spec
 
 TMPFS_TARGETS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
+#: Below the state directory's host/ (and /run/host in the container): the guest's sockets for the host.
+UNIX_EXPORT = "unix-export"
 #: The source of a bind from the hook's own, detached cgroup2 mount (legacy hosts), then a path.
 CGROUP2_PRIVATE = "cgroup2:"
 #: Files of a cgroup directory that a delegated owner must be able to write.
@@ -51,7 +53,8 @@ class MountStep:
         self.optional = optional  # skipped with a warning when a read-only image lacks the target
         # Where the target must lie: "root" (the container's root mount, a tmpfs of the hook's or
         # of the runtime's), "tmpfs" (one of those tmpfs only: a runtime mask must never land in
-        # the image) or "cgroup" (a cgroup filesystem the runtime mounted, or a tmpfs of ours).
+        # the image), "cgroup" (a cgroup filesystem the runtime mounted, or a tmpfs of ours),
+        # "cgroup-root" (the runtime's mount at /sys/fs/cgroup) or "ours" (a mount of the hook's).
         self.on = on
         self.dirs = dirs or []  # tmpfs: directories made in it, after which it is made read-only
         self.copy_up = 0  # tmpfs: copy the image's content there into it, up to this many bytes (0: none)
@@ -357,6 +360,14 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
                                             source=facts.os_release))
         plan.mounts.append(MountStep("bind", "/run/host", host_dir, flags=("ro", "nosuid", "nodev", "noexec"),
                                      reason="systemd's container interface (container-manager, os-release, uuid)"))
+        # Sockets the guest offers the host (systemd-ssh-generator binds sshd there): writable by
+        # the container's root; on the host only root and that (mapped) root may enter it.
+        export = os.path.join(host_dir, UNIX_EXPORT)
+        plan.host_steps.append(HostStep("mkdir", export, 0o700, uid=uid if uid is not None else 0,
+                                        gid=gid if gid is not None else 0, label=label))
+        plan.mounts.append(MountStep("bind", "/run/host/" + UNIX_EXPORT, export, flags=("nosuid", "nodev", "noexec"),
+                                     create=False, on="ours",
+                                     reason="systemd's container interface: sockets for the host (ssh)"))
 
     # 3. A valid machine id, without writing the image's /etc/machine-id.
     if "/etc/machine-id" in provided:

@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Install the hook, validate hooks.d files, check images.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{install,uninstall,validate,check}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{install,uninstall,validate,check,ssh}")
     inst = sub.add_parser("install", help="install the launcher, the hooks.d JSON file and the man page",
                           description="Write PREFIX/libexec/oci/hooks.d/oci-systemd-hook (a launcher that runs "
                           "this package with `python -IS`), the two hooks.d JSON files in PREFIX/share/containers/"
@@ -66,7 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--bundle", metavar="DIR", help="check a bundle's config.json instead: capabilities, the "
                      "/sys/fs/cgroup mount, the hook wired in, rlimits")
     chk.add_argument("--json", action="store_true", help="print the findings as a JSON object")
-    for one in (inst, uninst, val, chk):
+    ssh = sub.add_parser("ssh", help="run ssh into a container through its exported sshd socket (no network)",
+                         description="Connect to the sshd that systemd-ssh-generator (systemd 256 and later, with "
+                         "openssh-server in the image) binds at /run/host/unix-export/ssh, through the hook's "
+                         "STATE-DIR/ID/host/unix-export/ssh, and run COMMAND there (a shell without one).")
+    ssh.add_argument("id", metavar="ID", help="the container id")
+    ssh.add_argument("remote", metavar="COMMAND", nargs=argparse.REMAINDER, help="what to run in the container")
+    ssh.add_argument("--state-dir", default=None, help="the hook's --state-dir (default: "
+                     "$OCI_SYSTEMD_HOOK_STATE_DIR, else /run/oci-systemd-hook)")
+    ssh.add_argument("-l", "--user", default="root", help="the user to log in as (default root)")
+    ssh.add_argument("-i", "--identity", default="", help="the private key ssh uses")
+    for one in (inst, uninst, val, chk, ssh):
         one.add_argument("--debug", action="store_true", help="log every step")
     return parser
 
@@ -95,6 +105,18 @@ def main(argv: list[str], log: Log) -> int:
         validate(args.file, args.root)
         print(f"{args.file}: valid oci-hooks 1.0.0")
         return EXIT_OK
+    if args.command == "ssh":
+        import os
+
+        from oci_systemd_hook import sshproxy
+        from oci_systemd_hook.ids import check_container_id
+        from oci_systemd_hook.settings import Settings
+
+        settings = Settings()
+        settings.apply_env(dict(os.environ))
+        if args.state_dir is not None:
+            settings.set("state-dir", args.state_dir, "--state-dir")
+        return sshproxy.run(settings.state_dir, check_container_id(args.id), args.user, args.identity, args.remote)
     if (args.rootfs is None) == (args.bundle is None):
         raise InputError("check: give either ROOTFS (an image) or --bundle DIR (a bundle's config.json)")
     if args.bundle is not None:

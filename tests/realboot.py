@@ -39,7 +39,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BUILD_IMAGE = REPO / "scripts" / "build-image"
 DEFAULT_CACHE = Path("/var/cache/oci-systemd-hook")
-RELEASES = {"debian-12": "bookworm", "debian-13": "trixie", "debian-sid": "sid"}
+RELEASES = {"debian-12": "bookworm", "debian-13": "trixie", "debian-sid": "sid", "debian-13-ssh": "trixie-ssh"}
 
 # What the original hook's README asks for in config.json; CAP_SYS_ADMIN deliberately absent:
 # systemd must boot unprivileged.

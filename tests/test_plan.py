@@ -133,6 +133,7 @@ MASK = ("mask", "/run/systemd/system/systemd-machine-id-commit.service", "/dev/n
 def interface_mounts(mid: str = MID) -> list[tuple[Any, ...]]:
     return [
         ("bind", "/run/host", STATE + "/host", [], RO),
+        ("bind", "/run/host/unix-export", STATE + "/host/unix-export", [], NOEXEC),
         ("bind", "/etc/machine-id", STATE + "/machine-id", [], RO),
         MASK,
         ("bind", "/var/log/journal/" + mid, JROOT + "/.oci-systemd-hook/" + mid, [], NOEXEC),
@@ -147,6 +148,7 @@ def default_host_steps(mid: str = MID, manager: str = "oci", uid: int | None = N
         ("write", STATE + "/host/container-manager", 0o444, manager + "\n", None, None, "", ""),
         ("write", STATE + "/host/container-uuid", 0o444, uuid_format(mid) + "\n", None, None, "", ""),
         ("copy", STATE + "/host/os-release", 0o444, "", None, None, "", "/etc/os-release"),
+        ("mkdir", STATE + "/host/unix-export", 0o700, "", uid or 0, uid or 0, "", ""),
         ("write", STATE + "/machine-id", 0o444, mid + "\n", None, None, "", ""),
         ("journal", JROOT + "/.oci-systemd-hook/" + mid, 0o755, "", uid, uid, "", ""),
     ]
@@ -170,7 +172,7 @@ def test_plain_v1_runc_layout() -> None:
     assert by_target["/etc/machine-id"].node == "file"
     assert by_target[MASK[1]].node == "symlink"
     assert all(m.node == "dir" for t, m in by_target.items() if t not in ("/etc/machine-id", MASK[1]))
-    assert [t for t, m in by_target.items() if not m.create] == ["/sys/fs/cgroup/systemd",
+    assert [t for t, m in by_target.items() if not m.create] == ["/run/host/unix-export", "/sys/fs/cgroup/systemd",
                                                                  "/sys/fs/cgroup/systemd/user.slice",
                                                                  "/sys/fs/cgroup/systemd" + V1_PATH]
     assert all(m.submounts == [] for m in plan.mounts)
@@ -225,7 +227,7 @@ def test_v2_with_cgroupns() -> None:
 def test_v2_without_cgroupns() -> None:
     plan = plan_for(facts=v2_facts("/"))
     assert mounts_of(plan)[-1] == ("bind", "/sys/fs/cgroup" + V2_PATH, "/sys/fs/cgroup" + V2_PATH, [], NOEXEC)
-    assert len(plan.mounts) == 10
+    assert len(plan.mounts) == 11
     hide = plan.mounts[-2]
     assert (hide.kind, hide.target, hide.dirs) == ("tmpfs", "/sys/fs/cgroup/" + V2_PATH.split("/")[1],
                                                   ["/".join(V2_PATH.split("/")[2:])])
@@ -285,7 +287,7 @@ def test_podman_systemd_always_mounts_are_skipped() -> None:
     for t in ("/run", "/run/lock", "/tmp", "/var/log/journal"):
         assert t not in targets
     # the runtime's tmpfs are writable: the container interface and journal still go in them
-    assert mounts_of(plan)[:4] == interface_mounts()
+    assert mounts_of(plan)[:5] == interface_mounts()
 
 
 def test_run_bound_from_elsewhere_skips_run_host() -> None:
@@ -391,7 +393,8 @@ def test_mount_label_with_selinux() -> None:
     context = f'context="{LABEL}"'
     assert mounts_of(plan)[:4] == tmpfs_mounts(extra=[context])
     labelled = {h.path for h in plan.host_steps if h.label == LABEL}
-    assert labelled == {STATE, STATE + "/host", STATE + "/machine-id", JROOT + "/.oci-systemd-hook/" + MID}
+    assert labelled == {STATE, STATE + "/host", STATE + "/host/unix-export", STATE + "/machine-id",
+                        JROOT + "/.oci-systemd-hook/" + MID}
     assert plan.notes == []
     assert f"label {LABEL}" in plan.render()
 
@@ -464,7 +467,7 @@ def test_container_uuid_changes_the_machine_id() -> None:
     mid = uuid.replace("-", "")
     plan = plan_for(make_spec(process={"args": ["/sbin/init"], "env": ["container_uuid=" + uuid]}))
     assert plan.machine_id == mid
-    assert mounts_of(plan)[4:8] == interface_mounts(mid)
+    assert mounts_of(plan)[4:9] == interface_mounts(mid)
     assert ("write", STATE + "/machine-id", 0o444, mid + "\n", None, None, "", "") in host_of(plan)
     assert ("write", STATE + "/host/container-uuid", 0o444, uuid + "\n", None, None, "", "") in host_of(plan)
 
