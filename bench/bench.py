@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-TARGETS = {"skip": 1.5, "prestart": 3.0, "poststop": 2.0, "wrapper:create": 1.5,
+TARGETS = {"skip": 1.5, "prestart": 3.0, "prestart:notify": 3.0, "prestart:copy-up": 3.0, "poststop": 2.0,
+           "wrapper:create": 1.5,
            "runc:create+hook": 2.0, "runc:delete+hook": 1.5}
 #: Targets in milliseconds added to the base row (pass-through of the wrapper).
 TARGETS_MS = {"wrapper:pass": 2.0}
@@ -138,6 +139,9 @@ def hook_rows(python: str, launcher: Path, work: Path, runs: int, rss_runs: int,
     floor = Sample("floor", f"{python} -I -S -c pass")
     skip = Sample("skip", "prestart, config.json process.args [/bin/sh]: not a systemd container")
     prestart = Sample("prestart", "prestart against a fresh FakeContainer (v1 layout)")
+    notify = Sample("prestart:notify", "the same with NOTIFY_SOCKET=/run/host/notify: the relay bound and spawned")
+    copyup = Sample("prestart:copy-up", "the same with 100 files, 10 directories and 10 symlinks in the image's "
+                    "/run to copy up")
     poststop = Sample("poststop", "poststop after that prestart: no pid, status stopped, empty env")
     nostate = Sample("poststop-norecord", "poststop of a container that had no prestart (skip-path bundle)")
     dryrun = Sample("dry-run", "prestart --dry-run (plan only, printed) against a fresh FakeContainer")
@@ -154,9 +158,9 @@ def hook_rows(python: str, launcher: Path, work: Path, runs: int, rss_runs: int,
     if as_root:
         from tests.fakecontainer import FakeContainer  # imports pytest: bench side only
 
-        rows += [prestart, poststop, dryrun]
+        rows += [prestart, notify, copyup, poststop, dryrun]
     else:
-        for s in (prestart, poststop, dryrun):
+        for s in (prestart, notify, copyup, poststop, dryrun):
             s.note = "skipped: needs root"
 
     def run(sample: Sample, argv: list[str], data: bytes, mode: str) -> None:
@@ -191,6 +195,20 @@ def hook_rows(python: str, launcher: Path, work: Path, runs: int, rss_runs: int,
                 json.dumps(c.state(pid=None, status="stopped")).encode(), mode)
             if (c.state_dir / c.name).exists():
                 raise SystemExit("poststop left the state directory behind")
+            for sample in (notify, copyup):
+                extra = ({"process": {"args": ["/sbin/init"], "env": ["PATH=/usr/bin:/bin",
+                                                                      "NOTIFY_SOCKET=/run/host/notify"]}}
+                         if sample is notify else None)
+                with FakeContainer(tmp / sample.name.replace(":", "-"), config=extra) as c:
+                    if sample is copyup:
+                        for d in range(10):
+                            (c.rootfs / "run" / f"d{d}").mkdir()
+                            for f in range(10):
+                                (c.rootfs / "run" / f"d{d}" / f"f{f}").write_text("x" * 100)
+                            os.symlink(f"d{d}", c.rootfs / "run" / f"l{d}")
+                    run(sample, [str(launcher), "prestart", *c.hook_args()], json.dumps(c.state()).encode(), mode)
+                run(Sample("-", "-"), [str(launcher), "poststop", *c.hook_args()],
+                    json.dumps(c.state(pid=None, status="stopped")).encode(), "")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -201,7 +219,7 @@ def hook_rows(python: str, launcher: Path, work: Path, runs: int, rss_runs: int,
     for _ in range(rss_runs):
         one_round("rss")
     print(file=sys.stderr)
-    return rows + [s for s in (prestart, poststop, dryrun) if s.note]
+    return rows + [s for s in (prestart, notify, copyup, poststop, dryrun) if s.note]
 
 
 def boot_rows(launcher: Path, work: Path, runs: int) -> list[Sample]:

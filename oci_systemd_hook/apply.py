@@ -38,8 +38,14 @@ class _HostUndo:
         self.created: list[tuple[str, str]] = []  # (kind, path), in creation order
         self.cgroup2 = -1  # the hook's own detached cgroup2 mount (legacy hosts), -1 if none
         self.moved = 0  # the pid moved into a cgroup2 group of ours
+        self.relay = 0  # the notify relay started, ended again on rollback
 
     def rollback(self, log: Log) -> None:
+        if self.relay:
+            try:
+                os.kill(self.relay, 15)
+            except OSError:
+                pass
         for kind, path in reversed(self.created):
             try:
                 if kind == "cgroup2":
@@ -455,6 +461,14 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
                         continue
                     record.data["journal"] = plan.machine_id
                     record.data["journal_created"] = created
+                    continue
+                if step.kind == "notify":
+                    from oci_systemd_hook import notifyrelay
+
+                    assert step.uid is not None and step.gid is not None
+                    relay = notifyrelay.start(plan.state_dir, pid, step.uid, step.gid)
+                    undo.relay = relay
+                    record.data["relay"] = [relay, process_start(relay)]
                     continue
                 if step.kind == "cgroup2-group":
                     record.data["cgroup2_group"] = step.path

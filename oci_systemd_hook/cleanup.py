@@ -147,6 +147,15 @@ def undo_record(record: dict[str, object], log: Log) -> None:
     if rootfs.startswith("/"):
         for path in detach_mounts(rootfs, _propagated(record, rootfs), log):
             log.info(f"unmounted {path} that had propagated to the host")
+    relay = record.get("relay")
+    ints = isinstance(relay, list) and len(relay) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in relay)
+    if ints and relay[0] > 1 and process_start(relay[0]) == relay[1]:  # type: ignore[index]  # that very process
+        try:
+            os.kill(relay[0], 15)  # type: ignore[index]
+            log.debug(f"ended the notify relay {relay[0]}")  # type: ignore[index]
+        except OSError:
+            pass
     own = _str(record, "cgroup2_group")
     if own:
         _remove_cgroup2_groups(own, _strings(record, "cgroup2_created"), log)

@@ -17,7 +17,7 @@ from oci_systemd_hook.settings import KNOBS, Settings
 #: stage word -> what the hook does then
 STAGES = {"prestart": "prestart", "createRuntime": "prestart", "poststop": "poststop",
           "poststart": "nothing", "createContainer": "unsupported", "startContainer": "unsupported"}
-TOOLS = ("install", "uninstall", "validate", "check", "ssh")
+TOOLS = ("install", "uninstall", "validate", "check", "ssh", "status", "wait")
 SWITCHES = ("--dry-run", "--json", "--help", "-h", "--version", "-V")
 #: Switches that may come before a tool's name (`oci-systemd-hook --debug check ROOTFS`).
 GLOBAL_SWITCHES = ("--debug", "-V", "--version", "-h", "--help")
@@ -26,7 +26,7 @@ VALUE_OPTIONS = ("--bundle", "--pid", "--id")
 USAGE = """\
 usage: oci-systemd-hook [prestart|createRuntime|poststop] [OPTIONS] < state.json
        oci-systemd-hook plan [--json] [--bundle DIR [--id ID] [--pid PID]] [OPTIONS] [< state.json]
-       oci-systemd-hook {install,uninstall,validate,check,ssh} --help
+       oci-systemd-hook {install,uninstall,validate,check,ssh,status,wait} --help
 
 Prepare an OCI container so that systemd boots as its PID 1 (prestart/createRuntime),
 and undo it on the host afterwards (poststop). The OCI state comes on stdin.

@@ -21,6 +21,8 @@ from oci_systemd_hook.spec import Spec
 TMPFS_TARGETS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
 #: Below the state directory's host/ (and /run/host in the container): the guest's sockets for the host.
 UNIX_EXPORT = "unix-export"
+#: NOTIFY_SOCKET in the container's env that the hook serves (a relay records what systemd says).
+NOTIFY_PATH = "/run/host/notify"
 #: The source of a bind from the hook's own, detached cgroup2 mount (legacy hosts), then a path.
 CGROUP2_PRIVATE = "cgroup2:"
 #: Files of a cgroup directory that a delegated owner must be able to write.
@@ -360,6 +362,14 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
                                             source=facts.os_release))
         plan.mounts.append(MountStep("bind", "/run/host", host_dir, flags=("ro", "nosuid", "nodev", "noexec"),
                                      reason="systemd's container interface (container-manager, os-release, uuid)"))
+        if spec.env_get("NOTIFY_SOCKET") == NOTIFY_PATH:
+            # systemd's readiness for `status`/`wait`: a relay's socket, bound over a file here.
+            plan.host_steps.append(HostStep("write", os.path.join(host_dir, "notify"), 0o444, ""))
+            plan.host_steps.append(HostStep("notify", plan.state_dir, uid=uid if uid is not None else 0,
+                                            gid=gid if gid is not None else 0))
+            plan.mounts.append(MountStep("bind", NOTIFY_PATH, os.path.join(plan.state_dir, "notify"),
+                                         flags=("nosuid", "nodev", "noexec"), node="file", create=False, on="ours",
+                                         reason="NOTIFY_SOCKET: what systemd says while it boots, for status/wait"))
         # Sockets the guest offers the host (systemd-ssh-generator binds sshd there): writable by
         # the container's root; on the host only root and that (mapped) root may enter it.
         export = os.path.join(host_dir, UNIX_EXPORT)

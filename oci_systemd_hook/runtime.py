@@ -26,6 +26,8 @@ PROG = "oci-systemd-runtime"
 GLOBAL_VALUE_OPTIONS = ("root", "log", "log-format", "criu", "rootless")
 #: Options of `runc create`/`runc run` that take a value.
 CREATE_VALUE_OPTIONS = ("bundle", "b", "console-socket", "pid-file", "preserve-fds", "pidfd-socket")
+#: The NOTIFY_SOCKET the hook serves (plan.NOTIFY_PATH; not imported: plan is not on this path).
+NOTIFY_PATH = "/run/host/notify"
 #: The read-only cgroup mount systemd needs and ctr's default spec lacks (what Docker adds).
 CGROUP_MOUNT = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                 "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
@@ -131,7 +133,8 @@ def _hook_entry(hook: str, stage: str, env: list[str]) -> dict[str, object]:
 
 
 def add_hook(config: dict[str, object], hook: str, env: list[str] | None = None) -> bool:
-    """Add the hook (after the hooks already there) and the cgroup mount; False if both were there."""
+    """Add the hook (after the hooks already there), NOTIFY_SOCKET and the cgroup mount; False if all
+    were there."""
     changed = False
     hooks = config.get("hooks")
     if hooks is None:
@@ -152,6 +155,14 @@ def add_hook(config: dict[str, object], hook: str, env: list[str] | None = None)
             changed = True
     from oci_systemd_hook.spec import clean_container_path
 
+    process = config.get("process")
+    if isinstance(process, dict):  # systemd's readiness, for `oci-systemd-hook wait` (unless it has a socket)
+        env = process.get("env")
+        if env is None:
+            env = process["env"] = []
+        if isinstance(env, list) and not any(isinstance(e, str) and e.startswith("NOTIFY_SOCKET=") for e in env):
+            env.append("NOTIFY_SOCKET=" + NOTIFY_PATH)
+            changed = True
     mounts = config.get("mounts")
     if mounts is None:
         mounts = config["mounts"] = []

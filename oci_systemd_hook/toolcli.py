@@ -24,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Install the hook, validate hooks.d files, check images.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{install,uninstall,validate,check,ssh}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{install,uninstall,validate,check,ssh,status,wait}")
     inst = sub.add_parser("install", help="install the launcher, the hooks.d JSON file and the man page",
                           description="Write PREFIX/libexec/oci/hooks.d/oci-systemd-hook (a launcher that runs "
                           "this package with `python -IS`), the two hooks.d JSON files in PREFIX/share/containers/"
@@ -76,9 +77,49 @@ def _parser() -> argparse.ArgumentParser:
                      "$OCI_SYSTEMD_HOOK_STATE_DIR, else /run/oci-systemd-hook)")
     ssh.add_argument("-l", "--user", default="root", help="the user to log in as (default root)")
     ssh.add_argument("-i", "--identity", default="", help="the private key ssh uses")
-    for one in (inst, uninst, val, chk, ssh):
+    stat_ = sub.add_parser("status", help="what the container's systemd told the hook's notify relay",
+                           description="Print the boot state the container's systemd sent on NOTIFY_SOCKET="
+                           "/run/host/notify (READY, STATUS, X_SYSTEMD_SIGNALS_LEVEL). Exit 0 when it is ready, 1 "
+                           "when not (yet), 2 when there is no record (no relay: is NOTIFY_SOCKET set?).")
+    wait = sub.add_parser("wait", help="wait until the container's systemd says READY=1",
+                          description="Return 0 once the container's systemd has sent READY=1 (then a SIGRTMIN+3 "
+                          "is safe), 2 on timeout or when it cannot become ready.")
+    wait.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    for one in (stat_, wait):
+        one.add_argument("id", metavar="ID", help="the container id")
+        one.add_argument("--state-dir", default=None, help="the hook's --state-dir")
+    for one in (inst, uninst, val, chk, ssh, stat_, wait):
         one.add_argument("--debug", action="store_true", help="log every step")
     return parser
+
+
+def _status(state_root: str, cid: str, timeout: float | None) -> int:
+    """`status` (timeout None) and `wait`: what the notify relay recorded."""
+    import time
+
+    from oci_systemd_hook.notifyrelay import read_state
+
+    deadline = time.monotonic() + (timeout or 0)
+    while True:
+        state = read_state(state_root, cid)
+        ready = bool(state) and state.get("READY") == "1"  # type: ignore[union-attr]
+        gone = bool(state) and state.get("init_exited") is True  # type: ignore[union-attr]
+        if timeout is None or ready or gone or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if state is None:
+        if timeout is None:
+            print(f"{cid}: no notify record (is NOTIFY_SOCKET=/run/host/notify in its env, and is it running?)")
+        else:
+            print(f"{cid}: not ready after {timeout:g}s: no notify record")
+        return 2
+    level = state.get("X_SYSTEMD_SIGNALS_LEVEL", "")
+    word = "ready" if ready else ("stopped" if gone else "starting")
+    print(f"{cid}: {word}" + (f", status: {state['STATUS']}" if state.get("STATUS") else "")
+          + (f", signals level {level}" if level else "") + f" ({state.get('messages', 0)} messages)")
+    if timeout is None:
+        return 0 if ready else 1
+    return 0 if ready else 2
 
 
 def _docker_config(args: argparse.Namespace) -> str | None:
@@ -105,10 +146,9 @@ def main(argv: list[str], log: Log) -> int:
         validate(args.file, args.root)
         print(f"{args.file}: valid oci-hooks 1.0.0")
         return EXIT_OK
-    if args.command == "ssh":
+    if args.command in ("ssh", "status", "wait"):
         import os
 
-        from oci_systemd_hook import sshproxy
         from oci_systemd_hook.ids import check_container_id
         from oci_systemd_hook.settings import Settings
 
@@ -116,7 +156,12 @@ def main(argv: list[str], log: Log) -> int:
         settings.apply_env(dict(os.environ))
         if args.state_dir is not None:
             settings.set("state-dir", args.state_dir, "--state-dir")
-        return sshproxy.run(settings.state_dir, check_container_id(args.id), args.user, args.identity, args.remote)
+        cid = check_container_id(args.id)
+        if args.command == "ssh":
+            from oci_systemd_hook import sshproxy
+
+            return sshproxy.run(settings.state_dir, cid, args.user, args.identity, args.remote)
+        return _status(settings.state_dir, cid, args.timeout if args.command == "wait" else None)
     if (args.rootfs is None) == (args.bundle is None):
         raise InputError("check: give either ROOTFS (an image) or --bundle DIR (a bundle's config.json)")
     if args.bundle is not None:

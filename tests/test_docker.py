@@ -124,6 +124,37 @@ def test_boots_stops_and_leaves_nothing(dockerd: Dockerd) -> None:
     _check_boot_stop_remove(dockerd, "plain")
 
 
+def test_wait_for_readiness_then_stop(dockerd: Dockerd) -> None:
+    """The wrapper sets NOTIFY_SOCKET=/run/host/notify: `oci-systemd-hook wait` returns once systemd
+    said READY=1, and a `docker stop` right then halts it cleanly; the relay goes with it."""
+    import subprocess
+    import sys
+
+    from tests.fakecontainer import REPO
+
+    d = dockerd
+    d.docker(*RUN, "--name", "ready", IMAGE, "/sbin/init")
+    cid = _full_id(d, "ready")
+    try:
+        res = subprocess.run([sys.executable, "-m", "oci_systemd_hook", "wait", cid, "--timeout", "60",
+                              "--state-dir", str(d.scratch / "hook-state")], capture_output=True, text=True,
+                             cwd=REPO, timeout=120)
+        assert res.returncode == 0 and ": ready" in res.stdout, res
+        relay = json.loads((d.scratch / "hook-state" / cid / "record.json").read_text())["relay"][0]
+        d.docker("stop", "ready")
+        assert d.docker("inspect", "-f", "{{.State.ExitCode}}", "ready").stdout.strip() == "0"
+    finally:
+        d.docker("rm", "-f", "ready", check=False)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{relay}") and time.monotonic() < deadline:
+        if Path(f"/proc/{relay}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        assert not os.path.exists(f"/proc/{relay}"), "the relay outlived the container"
+    assert _hook_leftovers(d) == []
+
+
 @pytest.mark.parametrize("case, extra", [
     ("read-only", ("--read-only",)),
     ("tmpfs-run", ("--tmpfs", "/run")),

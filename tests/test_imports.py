@@ -221,3 +221,20 @@ def test_runtime_wrapper_create_path(tmp_path: Path) -> None:
     assert "hooks" in json.loads((b / "config.json").read_text())
     assert sorted(modules & SKIP_FORBIDDEN) == []
     assert package(modules) <= SKIP_PACKAGE_MODULES | {"oci_systemd_hook.runtime"}
+
+
+@pytest.mark.root
+def test_prestart_with_the_notify_relay(tmp_path: Path) -> None:
+    """NOTIFY_SOCKET=/run/host/notify: the relay is spawned, nothing heavy is imported for it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mounts)")
+    from tests.fakecontainer import FakeContainer
+
+    config = {"process": {"args": ["/sbin/init"], "env": ["PATH=/usr/bin:/bin", "NOTIFY_SOCKET=/run/host/notify"]}}
+    with FakeContainer(tmp_path / "c", config=config) as c:
+        res, modules = run_hook(tmp_path, ["prestart", *c.hook_args()], c.state())
+        assert res.returncode == 0, res.stderr
+        assert "oci_systemd_hook.notifyrelay" in modules
+        assert sorted(modules & (PRESTART_FORBIDDEN | {"socket", "select", "enum"})) == []
+    res, _ = run_hook(tmp_path, ["poststop", *c.hook_args()], c.state(pid=None, status="stopped"))
+    assert res.returncode == 0, res.stderr

@@ -333,3 +333,18 @@ def test_uninstall_docker_keeps_an_entry_it_did_not_write(tmp_path: Path) -> Non
     proc = _tool("uninstall", "--prefix", str(tmp_path / "p"), "--docker-config", str(daemon))
     assert proc.returncode == 0 and "kept the runtime oci-systemd" in proc.stdout
     assert json.loads(daemon.read_text()) == mine
+
+
+def test_create_asks_systemd_for_its_readiness_unless_it_has_a_socket(tmp_path: Path) -> None:
+    from oci_systemd_hook.plan import NOTIFY_PATH
+
+    assert runtime.NOTIFY_PATH == NOTIFY_PATH
+    runc = fake_runc(tmp_path / "bin")
+    b = bundle(tmp_path, ["/sbin/init"])
+    assert run([str(wrapper(tmp_path, str(runc))), "create", "-b", str(b), "c1"]).returncode == 0
+    assert json.loads((b / "config.json").read_text())["process"]["env"] == ["PATH=/usr/bin:/bin",
+                                                                              "NOTIFY_SOCKET=/run/host/notify"]
+    (tmp_path / "2").mkdir()
+    b2 = bundle(tmp_path / "2", ["/sbin/init"], env=["NOTIFY_SOCKET=/run/mine"])
+    assert run([str(wrapper(tmp_path, str(runc))), "create", "-b", str(b2), "c2"]).returncode == 0
+    assert json.loads((b2 / "config.json").read_text())["process"]["env"] == ["NOTIFY_SOCKET=/run/mine"]

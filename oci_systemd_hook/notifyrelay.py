@@ -1,0 +1,159 @@
+"""Readiness: what systemd as PID 1 tells its container manager on $NOTIFY_SOCKET.
+
+systemd sends READY=1 once booted, STATUS=... on the way, and X_SYSTEMD_SIGNALS_LEVEL=2
+once it handles SIGRTMIN+3 (a halt sent earlier can be lost). With
+NOTIFY_SOCKET=/run/host/notify in the container's env, prestart starts this relay: a
+small process, detached from the hook (its own session, stdio on /dev/null, so that the
+runtime does not wait for it), in the host's namespaces. It binds a datagram socket at
+`<state-dir>/<id>/notify`, which prestart binds over /run/host/notify, and records what
+systemd says in `<state-dir>/<id>/notify.json` for `status` and `wait`.
+
+Bounded by design: datagrams are read into a fixed buffer (longer ones are cut), only
+known keys are kept, each value cut to MAX_VALUE, the record rewritten at most every
+WRITE_INTERVAL seconds; it writes only those two names in its own directory (opened once,
+O_NOFOLLOW); it exits when the container's init exits (a pidfd), and poststop ends it too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from oci_systemd_hook import jsonlite
+
+SOCKET = "notify"
+RECORD = "notify.json"
+KEYS = ("READY", "STATUS", "STOPPING", "RELOADING", "ERRNO", "EXIT_STATUS", "X_SYSTEMD_SIGNALS_LEVEL",
+        "X_SYSTEMD_UNIT_ACTIVE", "X_SYSTEMD_UNIT_INACTIVE")
+MAX_DATAGRAM = 4096
+MAX_VALUE = 256
+WRITE_INTERVAL = 0.05
+
+
+def parse(datagram: bytes) -> dict[str, str]:
+    """KEY=VALUE lines of a notification, known keys only, values cut."""
+    found: dict[str, str] = {}
+    for line in datagram.decode("utf-8", "replace").split("\n"):
+        key, eq, value = line.partition("=")
+        if eq and key in KEYS:
+            found[key] = value[:MAX_VALUE]
+    return found
+
+
+def _write(dfd: int, state: dict[str, object]) -> None:
+    data = jsonlite.dumps(state).encode()
+    tmp = RECORD + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.rename(tmp, RECORD, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def serve(state_dir: str, pid: int, sock_fd: int) -> int:
+    """Relay what arrives on the bound socket `sock_fd` until the init `pid` exits."""
+    import select
+    import socket
+
+    dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # the container is gone already
+        sock.close()
+        os.close(dfd)
+        return 1
+    state: dict[str, object] = {"relay_pid": os.getpid(), "messages": 0}
+    _write(dfd, state)
+    dirty, last = False, 0.0
+    try:
+        while True:
+            timeout = max(0.0, WRITE_INTERVAL - (time.monotonic() - last)) if dirty else None
+            readable, _, _ = select.select([sock.fileno(), pidfd], [], [], timeout)
+            if pidfd in readable:
+                break
+            if sock.fileno() in readable:
+                try:
+                    datagram = sock.recv(MAX_DATAGRAM)
+                except OSError:
+                    continue
+                fields = parse(datagram)
+                state["messages"] = int(state["messages"]) + 1  # type: ignore[call-overload]
+                if fields:
+                    state.update(fields)
+                    dirty = True
+            if dirty and time.monotonic() - last >= WRITE_INTERVAL:
+                _write(dfd, state)
+                dirty, last = False, time.monotonic()
+        state["init_exited"] = True
+        _write(dfd, state)
+    finally:
+        sock.close()
+        os.close(pidfd)
+        try:
+            os.unlink(SOCKET, dir_fd=dfd)
+        except OSError:
+            pass
+        os.close(dfd)
+    return 0
+
+
+def start(state_dir: str, pid: int, uid: int, gid: int) -> int:
+    """Bind the socket (here, so that prestart can mount it at once) and start the relay
+    detached on it; return the relay's pid. Nothing waits for the relay's own start-up."""
+    import _socket
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # not installer: it loads json
+    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from oci_systemd_hook.notifyrelay import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    argv = [sys.executable, "-IS", "-c", code, package_parent, state_dir, str(pid), "3"]
+    dfd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    fd = -1
+    try:
+        # Bound through the directory descriptor: the name cannot be redirected, and the path
+        # stays short (AF_UNIX allows 107 bytes). Only root and the container's root may send.
+        sock.bind(f"/proc/self/fd/{dfd}/{SOCKET}")
+        os.chown(SOCKET, uid, gid, dir_fd=dfd, follow_symlinks=False)
+        os.chmod(SOCKET, 0o600, dir_fd=dfd, follow_symlinks=False)
+        fd = os.dup(sock.fileno())
+        if fd == 3:  # dup2(3, 3) would keep close-on-exec: hand over another number
+            fd, spare = os.dup(fd), fd
+            os.close(spare)
+        # Its own session, stdio on /dev/null: the runtime waits for the hook's output pipes to
+        # close, and the relay must not hold them.
+        return os.posix_spawn(sys.executable, argv, {}, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, fd, 3),
+        ])
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        sock.close()
+        os.close(dfd)
+
+
+def main(argv: list[str]) -> int:
+    state_dir, pid, sock_fd = argv
+    return serve(state_dir, int(pid), int(sock_fd))
+
+
+def read_state(state_root: str, cid: str) -> dict[str, object] | None:
+    """What the relay recorded for `cid`, None when there is no record."""
+    try:
+        fd = os.open(os.path.join(state_root, cid, RECORD), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+    try:
+        value = jsonlite.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
