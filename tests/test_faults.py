@@ -153,7 +153,7 @@ def run_wrapped(c: FakeContainer, mode: str, func: str, n: int,
 #: attach() calls of a full prestart with RUNTIME_MOUNTS on cgroup v1: /run, its two kept runtime
 #: mounts, /run/lock, /tmp, /var/log/journal, /run/host, /etc/machine-id, the journal bind, the
 #: name=systemd hierarchy and the container's own cgroup.
-ATTACHES = 11
+ATTACHES = 12  # with /run/host/unix-export
 
 
 def test_attach_count(tmp_path: Path) -> None:

@@ -120,7 +120,7 @@ def test_prestart_labels_through_the_bindings(tmp_path: Path) -> None:
         assert result["contexts"] == [LABEL] * 4
         state = c.state_dir / c.name
         labelled = {Path(call[1]) for call in calls if call[0] == "lsetfilecon" and call[2] == LABEL}
-        assert labelled == {state, state / "host", state / "machine-id",
+        assert labelled == {state, state / "host", state / "host" / "unix-export", state / "machine-id",
                             c.journal_root / ".oci-systemd-hook" / c.machine_id()}
         assert ["security_check_context", LABEL] in calls
         assert c.poststop().returncode == 0

@@ -58,7 +58,8 @@ def test_mount_label_reaches_tmpfs_and_host_files(tmp_path: Path) -> None:
         mid = machine_id_for(c.name)
         labelled = {Path(p) for p, name, value in calls["labels"] if name == "security.selinux" and value == LABEL}
         state = c.state_dir / c.name
-        assert labelled == {state, state / "host", state / "machine-id", c.journal_root / ".oci-systemd-hook" / mid}
+        assert labelled == {state, state / "host", state / "host" / "unix-export", state / "machine-id",
+                            c.journal_root / ".oci-systemd-hook" / mid}
         assert c.poststop().returncode == 0
 
 
