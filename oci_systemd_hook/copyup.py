@@ -9,8 +9,10 @@ a time below a directory descriptor, so nothing is followed out of the image; on
 directories, regular files and symlinks are copied (a symlink as the link itself, never
 followed); a regular file's data is read through its O_PATH descriptor after fstat said it
 is one, so a FIFO or a device is never opened; owners, modes and times are kept; the total
-of file sizes is bounded by the tmpfs' size and the number of entries by MAX_ENTRIES, so a
-huge sparse file or a million names cannot fill the host's memory. What is skipped is said
+of file sizes is bounded by the tmpfs' size and COPY_UP_MAX (the hook writes those pages,
+so they count against the runtime's memory) and the number of entries by MAX_ENTRIES, so a
+huge file or a million names cannot fill the host's memory; what lies on another mount (a
+runtime's volume below /run) is not read at all. What is skipped is said
 once, in a warning.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 import stat
 
+from oci_systemd_hook.linux import mount_id
 from oci_systemd_hook.log import Log
 
 #: Entries copied up per tmpfs at most (inodes of the tmpfs, time of the prestart).
@@ -34,6 +37,7 @@ class _Budget:
         self.entries = MAX_ENTRIES
         self.skipped: list[str] = []
         self.copied_last = False
+        self.mount = 0  # the image's mount: what lies on another (a runtime's volume) is not copied
 
     def skip(self, path: str, why: str) -> None:
         if len(self.skipped) < 5:
@@ -49,6 +53,7 @@ def copy_tree(src_dir: int, dst_dir: int, limit: int, where: str, log: Log) -> i
     Depth first with a stack of open directories, so that descriptors are bounded by the
     depth (MAX_DEPTH), not by the number of directories."""
     budget = _Budget(limit)
+    budget.mount = mount_id(src_dir)
     copied = 0
     stack: list[tuple[int, int, str, list[str]]] = []
     try:
@@ -101,6 +106,8 @@ def _copy_entry(sfd: int, dfd: int, rel: str, name: str, budget: _Budget,
         return None
     frame = None
     try:
+        if mount_id(fd) != budget.mount:  # a runtime mount (/run/secrets, a socket): kept on top, not copied
+            return None
         st = os.fstat(fd)
         mode = st.st_mode
         if stat.S_ISDIR(mode):

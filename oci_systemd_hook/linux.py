@@ -97,6 +97,7 @@ def _bind_libc() -> tuple[Callable[[str], Any], Any, Callable[[int], Any], Calla
         def function(name: str) -> Any:
             return _Function(_ctypes.dlsym(handle, name))
 
+        function("syscall")  # fails here, inside the try, where this path does not work
         return function, _SizeT, lambda size: (_Char * size)(), _ctypes.get_errno
     except (ImportError, AttributeError, TypeError):  # no private C module: the public one
         import ctypes

@@ -19,6 +19,9 @@ from oci_systemd_hook.settings import Settings, size_bytes
 from oci_systemd_hook.spec import Spec
 
 TMPFS_TARGETS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
+#: What copy-up copies into one tmpfs at most: the pages are written by the hook, so they count
+#: against the runtime's memory, not the container's limit.
+COPY_UP_MAX = 64 << 20
 #: Below the state directory's host/ (and /run/host in the container): the guest's sockets for the host.
 UNIX_EXPORT = "unix-export"
 #: NOTIFY_SOCKET in the container's env that the hook serves (a relay records what systemd says).
@@ -310,8 +313,8 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
                          reason="systemd needs it writable and empty", submounts=subs,
                          optional=target == "/var/log/journal")
         if settings.copy_up:  # the image's content there, as podman's tmpcopyup: bounded by the size
-            step.copy_up = size_bytes(sizes[target], facts.ram) if sizes[target] else facts.ram // 2
-            step.copy_up = step.copy_up or 64 << 20
+            size = size_bytes(sizes[target], facts.ram) if sizes[target] else facts.ram // 2
+            step.copy_up = min(size or COPY_UP_MAX, COPY_UP_MAX)
         plan.mounts.append(step)
         ours.add(target)
 
@@ -330,7 +333,7 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
                              ("nosuid", "nodev", "noexec"),
                              reason="read-only root: systemd's StateDirectory= paths must be creatable")
             if settings.copy_up:  # the image's catalog database and the rest stay visible
-                step.copy_up = size_bytes(run_size, facts.ram) or 64 << 20
+                step.copy_up = min(size_bytes(run_size, facts.ram) or COPY_UP_MAX, COPY_UP_MAX)
             plan.mounts.append(step)
             ours.add(VAR_LIB_SYSTEMD)
 
@@ -370,13 +373,13 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
             plan.mounts.append(MountStep("bind", NOTIFY_PATH, os.path.join(plan.state_dir, "notify"),
                                          flags=("nosuid", "nodev", "noexec"), node="file", create=False, on="ours",
                                          reason="NOTIFY_SOCKET: what systemd says while it boots, for status/wait"))
-        # Sockets the guest offers the host (systemd-ssh-generator binds sshd there): writable by
-        # the container's root; on the host only root and that (mapped) root may enter it.
-        export = os.path.join(host_dir, UNIX_EXPORT)
-        plan.host_steps.append(HostStep("mkdir", export, 0o700, uid=uid if uid is not None else 0,
-                                        gid=gid if gid is not None else 0, label=label))
-        plan.mounts.append(MountStep("bind", "/run/host/" + UNIX_EXPORT, export, flags=("nosuid", "nodev", "noexec"),
-                                     create=False, on="ours",
+        # Sockets the guest offers the host (systemd-ssh-generator binds sshd there): a small
+        # tmpfs of the container's, never a host directory it could fill; the host reaches it
+        # through the container's init (sshproxy.py). Here only its empty mount point.
+        plan.host_steps.append(HostStep("mkdir", os.path.join(host_dir, UNIX_EXPORT), 0o755, label=label))
+        plan.mounts.append(MountStep("tmpfs", "/run/host/" + UNIX_EXPORT, "tmpfs",
+                                     ["mode=700", "size=1m", "nr_inodes=1k", *owner_data, *label_data],
+                                     ("nosuid", "nodev", "noexec"), create=False, on="ours",
                                      reason="systemd's container interface: sockets for the host (ssh)"))
 
     # 3. A valid machine id, without writing the image's /etc/machine-id.

@@ -2,18 +2,19 @@
 
 systemd 256 and later, with openssh-server in the image, bind an sshd socket at
 /run/host/unix-export/ssh when the container manager provides that directory
-(systemd-ssh-generator); the hook binds it from `<state-dir>/<id>/host/unix-export`.
-`ssh` runs the ssh client with this module as its ProxyCommand, which connects to that
-socket and relays bytes.
+(systemd-ssh-generator). The hook mounts a small tmpfs there, inside the container: what
+the container puts in it never lands on the host. `ssh` runs the ssh client with this
+module as its ProxyCommand, which reaches the socket through the container's init.
 
-The directory is writable by the container: its `ssh` may be a symlink to any socket on
-the host. The proxy opens it with O_PATH | O_NOFOLLOW below the (root-owned) state
-directory, checks that this very inode is a socket, and connects through
-/proc/self/fd/N, so root never follows a path the container chose.
+The init is the one prestart recorded (pid and start time, so a reused pid is refused);
+the socket is resolved below /proc/PID/root with openat2 (in the root, no symlinks, no
+magic links) and must be a socket; the connection goes through /proc/self/fd/N. Root never
+follows a name the container chose.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import shlex
@@ -22,34 +23,48 @@ import stat
 import sys
 
 from oci_systemd_hook.errors import InputError
-from oci_systemd_hook.plan import UNIX_EXPORT
 
-SOCKET_NAME = "ssh"
+SOCKET_PATH = "run/host/unix-export/ssh"
 
 
-def export_dir(state_root: str, cid: str) -> str:
-    return os.path.join(state_root, cid, "host", UNIX_EXPORT)
+def _init_root(state_root: str, cid: str) -> int:
+    """An O_PATH descriptor of the root of container `cid`, as its recorded init sees it."""
+    from oci_systemd_hook.hoststate import process_start, read_record
+
+    record = read_record(os.path.join(state_root, cid))
+    pid = record.get("pid") if record else None
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        raise InputError(f"container {cid[:64]}: no record of the hook in {state_root} (is it running with it?)")
+    if process_start(pid) != record.get("pid_start"):  # type: ignore[union-attr]
+        raise InputError(f"container {cid[:64]} is not running (its init {pid} is gone)")
+    try:
+        return os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(f"container {cid[:64]}: cannot reach its root: {exc.strerror}") from None
 
 
 def open_socket(state_root: str, cid: str, connect: bool = True) -> socket.socket | None:
     """A connection to the container's exported sshd socket, never through a symlink (with
     `connect` false: only check that it is there and is a socket)."""
-    path = export_dir(state_root, cid)
+    from oci_systemd_hook import linux
+
+    root = _init_root(state_root, cid)
     try:
-        dfd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        sfd = linux.openat2(root, SOCKET_PATH, os.O_PATH | os.O_NOFOLLOW, linux.RESOLVE_IN_ROOT
+                            | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
     except OSError as exc:
-        raise InputError(f"container {cid[:64]}: no {path} ({exc.strerror}): is it running with the hook?") from None
-    try:
-        try:
-            sfd = os.open(SOCKET_NAME, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-        except OSError:
-            raise InputError(f"container {cid[:64]} exports no ssh socket: its systemd must be 256 or later with "
-                             "openssh-server installed (systemd-ssh-generator binds it)") from None
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"container {cid[:64]}: /{SOCKET_PATH} is a symlink: refusing to follow it") from None
+        raise InputError(f"container {cid[:64]} exports no ssh socket: its systemd must be 256 or later with "
+                         "openssh-server installed (systemd-ssh-generator binds it)") from None
     finally:
-        os.close(dfd)
+        os.close(root)
     try:
-        if not stat.S_ISSOCK(os.fstat(sfd).st_mode):
-            raise InputError(f"{path}/{SOCKET_NAME} is not a socket: refusing to use it")
+        mode = os.fstat(sfd).st_mode
+        if stat.S_ISLNK(mode):
+            raise InputError(f"container {cid[:64]}: /{SOCKET_PATH} is a symlink: refusing to follow it")
+        if not stat.S_ISSOCK(mode):
+            raise InputError(f"container {cid[:64]}: /{SOCKET_PATH} is not a socket: refusing to use it")
         if not connect:
             return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

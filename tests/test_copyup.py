@@ -97,3 +97,26 @@ def test_hostile_content_is_skipped_and_said(tmp_path: Path) -> None:
         assert len(os.listdir(c.inside("/tmp") / "many")) <= 10_000
         assert c.poststop().returncode == 0
     assert host_mount_table() == host_before
+
+
+def test_a_runtime_volume_below_run_is_not_read(tmp_path: Path) -> None:
+    """/run/data is the runtime's bind of a host directory: copy-up leaves it alone (it is kept on
+    top of the new tmpfs anyway), and never lists, opens or copies what is in it."""
+    with FakeContainer(tmp_path / "c", runtime_mounts=[("volume", "/run/data")]) as c:
+        volume = c.volume("/run/data")
+        os.mkfifo(volume / "fifo")
+        (volume / "file").write_text("host data\n")
+        res = c.run_hook()
+        assert res.returncode == 0, res.stderr
+        assert "fifo" not in res.stderr, "copy-up looked into the volume"
+        assert (c.inside("/run/data") / "file").read_text() == "host data\n"  # the volume, kept on top
+        assert c.poststop().returncode == 0
+
+
+def test_copy_up_is_capped_whatever_the_tmpfs_size() -> None:
+    from oci_systemd_hook.plan import COPY_UP_MAX
+    from tests.test_plan import make_facts, plan_for
+
+    plan = plan_for(facts=make_facts(ram=64 << 30))  # /tmp's tmpfs would be 32 GiB
+    assert {m.target: m.copy_up for m in plan.mounts if m.copy_up} == {
+        "/run": COPY_UP_MAX, "/run/lock": COPY_UP_MAX, "/tmp": COPY_UP_MAX, "/var/log/journal": COPY_UP_MAX}

@@ -98,3 +98,27 @@ def test_plan_of_a_bundle_without_private_modules(tmp_path: Path, blocked: tuple
             f"'--state-dir', {str(tmp_path / 'state')!r}]))\n")
     out = run_blocked(code, blocked)
     assert json.loads(out)["machine_id"] == hashed_machine_id("web1")
+
+
+def test_syscalls_through_public_ctypes_when_the_private_path_is_missing(tmp_path: Path) -> None:
+    """linux.py calls through `_ctypes` directly; where that lacks what it uses (not CPython's),
+    the public ctypes does the same: a mount id and openat2's errno come out alike."""
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(REPO)!r})
+import _ctypes
+del _ctypes.dlsym  # what the private path needs and ctypes' own __init__ does not
+from oci_systemd_hook import linux
+assert "ctypes" in sys.modules, "the fallback was not taken"
+fd = os.open("/", os.O_PATH)
+print(linux.mount_id(fd))
+try:
+    linux.openat2(fd, "no/such/path", os.O_PATH, linux.RESOLVE_IN_ROOT)
+except OSError as exc:
+    print(exc.errno)
+"""
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True).stdout
+    fast = subprocess.run([sys.executable, "-I", "-c", code.replace("del _ctypes.dlsym", "pass").replace(
+        'assert "ctypes" in sys.modules', 'assert "ctypes" not in sys.modules')], capture_output=True, text=True,
+        check=True).stdout
+    assert out == fast and out.split()[1] == "2", (out, fast)

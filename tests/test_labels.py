@@ -117,7 +117,7 @@ def test_prestart_labels_through_the_bindings(tmp_path: Path) -> None:
     with FakeContainer(tmp_path / "c", config=config) as c:
         result, calls, stderr = _prestart(c, tmp_path)
         assert result["rc"] == 0, stderr
-        assert result["contexts"] == [LABEL] * 4
+        assert result["contexts"] == [LABEL] * 5  # /run, /run/lock, /tmp, /var/log/journal, /run/host/unix-export
         state = c.state_dir / c.name
         labelled = {Path(call[1]) for call in calls if call[0] == "lsetfilecon" and call[2] == LABEL}
         assert labelled == {state, state / "host", state / "host" / "unix-export", state / "machine-id",

@@ -133,7 +133,7 @@ MASK = ("mask", "/run/systemd/system/systemd-machine-id-commit.service", "/dev/n
 def interface_mounts(mid: str = MID) -> list[tuple[Any, ...]]:
     return [
         ("bind", "/run/host", STATE + "/host", [], RO),
-        ("bind", "/run/host/unix-export", STATE + "/host/unix-export", [], NOEXEC),
+        ("tmpfs", "/run/host/unix-export", "tmpfs", ["mode=700", "size=1m", "nr_inodes=1k"], NOEXEC),
         ("bind", "/etc/machine-id", STATE + "/machine-id", [], RO),
         MASK,
         ("bind", "/var/log/journal/" + mid, JROOT + "/.oci-systemd-hook/" + mid, [], NOEXEC),
@@ -148,7 +148,7 @@ def default_host_steps(mid: str = MID, manager: str = "oci", uid: int | None = N
         ("write", STATE + "/host/container-manager", 0o444, manager + "\n", None, None, "", ""),
         ("write", STATE + "/host/container-uuid", 0o444, uuid_format(mid) + "\n", None, None, "", ""),
         ("copy", STATE + "/host/os-release", 0o444, "", None, None, "", "/etc/os-release"),
-        ("mkdir", STATE + "/host/unix-export", 0o700, "", uid or 0, uid or 0, "", ""),
+        ("mkdir", STATE + "/host/unix-export", 0o755, "", None, None, "", ""),
         ("write", STATE + "/machine-id", 0o444, mid + "\n", None, None, "", ""),
         ("journal", JROOT + "/.oci-systemd-hook/" + mid, 0o755, "", uid, uid, "", ""),
     ]
@@ -370,7 +370,9 @@ def test_user_namespace() -> None:
              "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]}
     plan = plan_for(make_spec(linux=linux))
     own = "/sys/fs/cgroup/systemd" + V1_PATH
-    iface = [(*MASK[:3], ["uid=100000", "gid=100000"], ()) if m == MASK else m for m in interface_mounts()]
+    iface = [(*MASK[:3], ["uid=100000", "gid=100000"], ()) if m == MASK else
+             (*m[:3], [*m[3], "uid=100000", "gid=100000"], m[4]) if m[1] == "/run/host/unix-export" else m
+             for m in interface_mounts()]
     assert mounts_of(plan) == tmpfs_mounts(extra=["uid=100000", "gid=100000"]) + iface + [
         ("bind", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/systemd", [], RO), HIDE_V1, ("bind", own, own, [], NOEXEC)]
     chown = ("chown-cgroup", own, 0o755, "", 100000, 100000, "", "")
@@ -625,9 +627,9 @@ def test_annotation_sizes_are_cut_and_said() -> None:
     settings.apply_annotations({"oci-systemd-hook.run-size": "100%", "oci-systemd-hook.tmp-size": "100%"})
     plan = plan_for(settings=settings)
     quarter = f"size={8 * GIB // 4 // 1024}k"
-    assert {m.target: m.data[1] for m in plan.mounts if m.kind == "tmpfs" and m.target != "/sys/fs/cgroup/systemd"
-            and not m.target.startswith("/sys")} == {"/run": quarter, "/run/lock": quarter, "/tmp": quarter,
-                                                    "/var/log/journal": quarter}
+    sized = {m.target: m.data[1] for m in plan.mounts
+             if m.kind == "tmpfs" and not m.target.startswith(("/sys", "/run/host"))}
+    assert sized == {"/run": quarter, "/run/lock": quarter, "/tmp": quarter, "/var/log/journal": quarter}
     assert plan.notes == [f"run-size 100% from an annotation is above max-size 25%: cut to {quarter[5:]}",
                           f"tmp-size 100% from an annotation is above max-size 25%: cut to {quarter[5:]}"]
 

@@ -51,7 +51,7 @@ def test_mount_label_reaches_tmpfs_and_host_files(tmp_path: Path) -> None:
         calls = json.loads(out.read_text())
         assert calls["rc"] == 0, res.stderr.decode()
         # Every tmpfs got the container's label, and the mounts are really there.
-        assert calls["contexts"] == [LABEL] * 4
+        assert calls["contexts"] == [LABEL] * 5  # /run, /run/lock, /tmp, /var/log/journal, /run/host/unix-export
         for path in ("/run", "/run/lock", "/tmp", "/var/log/journal"):
             assert c.mount_at(path) is not None
         # The host-side files the container sees are labelled with it too.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -46,13 +45,20 @@ def test_ssh_into_a_container_without_a_network(tmp_path: Path) -> None:
         c.create()
         c.start()
         assert c.wait_running(timeout=60) == ("running", ""), c.console_text()[-3000:]
-        export = state_dir / c.id / "host" / "unix-export"
-        st = export.stat()
-        assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o700, 0), "only root (the container's root) enters it"
+        # the container's own small tmpfs, mode 0700: nothing of it on the host
+        assert c.exec(["stat", "-c", "%a %u", "/run/host/unix-export"]).split() == ["700", "0"]
+        assert c.exec(["findmnt", "-n", "-o", "FSTYPE,OPTIONS", "/run/host/unix-export"]).split()[0] == "tmpfs"
+        assert os.listdir(state_dir / c.id / "host" / "unix-export") == [], "the host side is an empty mount point"
+        inside = Path(f"/proc/{c.pid}/root/run/host/unix-export")
         deadline = time.monotonic() + 20
-        while not (export / "ssh").is_socket() and time.monotonic() < deadline:
+        while not (inside / "ssh").is_socket() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert (export / "ssh").is_socket(), os.listdir(export)
+        assert (inside / "ssh").is_socket(), os.listdir(inside)
+        # nothing the container writes there reaches the host's /run, and it is bounded
+        full = c.exec_result(["dd", "if=/dev/zero", "of=/run/host/unix-export/fill", "bs=1M", "count=8"])
+        assert full.returncode != 0 and "No space left" in full.stderr
+        assert os.listdir(state_dir / c.id / "host" / "unix-export") == []
+        c.exec(["rm", "/run/host/unix-export/fill"])
         # no network in the container: loopback only
         links = c.exec(["cat", "/proc/net/dev"])
         assert [line.split(":")[0].strip() for line in links.splitlines()[2:]] == ["lo"]
@@ -75,7 +81,7 @@ def test_ssh_into_a_container_without_a_network(tmp_path: Path) -> None:
         c.exec(["sh", "-c", f"systemctl stop sshd-unix-export.socket; rm -f /run/host/unix-export/ssh; "
                             f"ln -s {host_sock} /run/host/unix-export/ssh"])
         res = ssh_tool(state_dir, c.id, key, "true")
-        assert res.returncode == 2 and "is not a socket: refusing to use it" in res.stderr, res
+        assert res.returncode == 2 and "is a symlink: refusing to follow it" in res.stderr, res
         thread.join()
         listener.close()
         assert accepted == [None], "the host socket was connected to"
@@ -96,10 +102,16 @@ def _accept(listener: socket.socket) -> object:
         return None
 
 
-def test_ssh_without_a_socket_is_one_line(tmp_path: Path) -> None:
-    (tmp_path / "state" / "c1" / "host" / "unix-export").mkdir(parents=True)
-    res = ssh_tool(tmp_path / "state", "c1", tmp_path / "key", "true")
-    assert res.returncode == 2 and len(res.stderr.splitlines()) == 1
-    assert "exports no ssh socket" in res.stderr
+def test_ssh_without_a_socket_or_a_container_is_one_line(tmp_path: Path) -> None:
+    from tests.fakecontainer import FakeContainer
+
+    with FakeContainer(tmp_path / "c") as c:
+        assert c.run_hook().returncode == 0
+        res = ssh_tool(c.state_dir, c.name, tmp_path / "key", "true")
+        assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, res.stderr
+        assert "exports no ssh socket" in res.stderr
+        pid = c.pid
+    res = ssh_tool(c.state_dir, c.name, tmp_path / "key", "true")  # the record is there, its init gone
+    assert res.returncode == 2 and f"its init {pid} is gone" in res.stderr, res.stderr
     res = ssh_tool(tmp_path / "state", "gone", tmp_path / "key", "true")
-    assert res.returncode == 2 and "is it running with the hook?" in res.stderr
+    assert res.returncode == 2 and "is it running with it?" in res.stderr
