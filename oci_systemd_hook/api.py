@@ -142,7 +142,7 @@ def _earlier_run(plan: Plan, state: State, log: Log) -> bool | None:
 
         undo_partial(record, state.pid, log)
     else:
-        undo_record(record, log)
+        undo_record(record, log, plan.state_dir)
         old_mid = record.get("machine_id")
         if isinstance(old_mid, str) and old_mid and old_mid != plan.machine_id:
             from oci_systemd_hook.registry import release_mid

@@ -39,6 +39,7 @@ class _HostUndo:
         self.cgroup2 = -1  # the hook's own detached cgroup2 mount (legacy hosts), -1 if none
         self.moved = 0  # the pid moved into a cgroup2 group of ours
         self.relay = 0  # the notify relay started, ended again on rollback
+        self.mounts: list[int] = []  # tmpfs attached on the host (in the state directory)
 
     def rollback(self, log: Log) -> None:
         if self.relay:
@@ -46,6 +47,11 @@ class _HostUndo:
                 os.kill(self.relay, 15)
             except OSError:
                 pass
+        for mfd in reversed(self.mounts):
+            try:
+                linux.detach(mfd)
+            except OSError as exc:
+                log.warning(f"cleanup: cannot unmount a tmpfs in the state directory: {exc.strerror}")
         for kind, path in reversed(self.created):
             try:
                 if kind == "cgroup2":
@@ -107,6 +113,9 @@ class Record:
             "propagated": [],
             "cgroup2_group": "",  # the container's group on the cgroup2 hierarchy (legacy hosts)
             "cgroup2_created": [],  # the groups prestart made there, parents first
+            # tmpfs mounted on the host in the state directory (unix-export), by name: poststop
+            # unmounts them before it removes the directory.
+            "host_mounts": [os.path.basename(h.path) for h in plan.host_steps if h.kind == "tmpfs"],
             "complete": False,
         }
 
@@ -114,7 +123,7 @@ class Record:
         write_record(self.plan.state_dir, self.data)
 
 
-def _host_step(step: HostStep, plan: Plan, undo: _HostUndo) -> bool:
+def _host_step(step: HostStep, plan: Plan, undo: _HostUndo, log: Log) -> bool:
     """Do one host step; return True if it created something new."""
     created = False
     if step.kind == "claim":
@@ -168,6 +177,25 @@ def _host_step(step: HostStep, plan: Plan, undo: _HostUndo) -> bool:
             os.fchmod(fd, step.mode)
         finally:
             os.close(fd)
+        created = True
+    elif step.kind == "tmpfs":  # a small filesystem of the container's, on the host (unix-export)
+        parent, name = os.path.split(step.path)
+        if os.stat(step.path).st_dev != os.stat(parent).st_dev:  # an earlier run's, killed: not stacked
+            from oci_systemd_hook.cleanup import detach_host_mounts
+
+            detach_host_mounts(parent, [name], log)
+        _fault("fsmount")
+        mfd = linux.new_tmpfs(step.data, ("nosuid", "nodev", "noexec"))
+        try:
+            dfd = os.open(step.path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                linux.attach(mfd, dfd)
+            finally:
+                os.close(dfd)
+        except BaseException:
+            os.close(mfd)
+            raise
+        undo.mounts.append(mfd)
         created = True
     elif step.kind == "chown-cgroup":
         _fault("chown")
@@ -229,7 +257,7 @@ def _clone_sources(plan: Plan, fds: dict[int, int], cgroup2_fd: int = -1) -> Non
             fd = linux.clone_tree(linux.AT_FDCWD, step.source)
         fds[i] = fd
         _fault("mount_setattr")
-        linux.set_flags(fd, step.flags)
+        linux.set_flags(fd, step.flags, private=True)  # nothing the container mounts there reaches the host
 
 
 def _mkpath(dirfd: int, rel: str, leaf_is_dir: bool) -> int:
@@ -451,7 +479,7 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
             for step in plan.host_steps:
                 if step.kind == "journal":
                     try:
-                        created = _host_step(step, plan, undo)
+                        created = _host_step(step, plan, undo, log)
                     except HookError as exc:  # someone else's by now: the journal stays volatile
                         log.warning(f"not linking the journal: {exc.message}")
                         plan.mounts = [m for m in plan.mounts if m.source != step.path]
@@ -474,7 +502,7 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
                     record.data["cgroup2_group"] = step.path
                     record.data["cgroup2_created"] = _cgroup2_group(step, pid, undo)
                     continue
-                _host_step(step, plan, undo)
+                _host_step(step, plan, undo, log)
                 if step.path == plan.state_dir:
                     record.write()
             container_mounts = seen[1] if seen else _live_mounts(pid)
@@ -528,7 +556,7 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
             raise HookError(f"prestart failed: {exc.strerror}{where}") from None
         raise
     finally:
-        for fd in list(sources.values()) + attached + ([undo.cgroup2] if undo.cgroup2 >= 0 else []):
+        for fd in list(sources.values()) + attached + undo.mounts + ([undo.cgroup2] if undo.cgroup2 >= 0 else []):
             try:
                 os.close(fd)
             except OSError:
@@ -546,8 +574,8 @@ def undo_partial(record: dict[str, object], pid: int, log: Log) -> None:
 
     rootfs = record.get("rootfs")
     before = record.get("container_before")
-    if not isinstance(rootfs, str) or not isinstance(before, list):
-        return
+    if not isinstance(rootfs, str) or not isinstance(before, list) or not before:
+        return  # killed before it wrote down the container's mounts: it had mounted nothing there yet
     known = set(before)
     target_ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     own_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)

@@ -140,9 +140,51 @@ def record_is_live(record: dict[str, object]) -> bool:
     return process_start(pid) == start
 
 
-def undo_record(record: dict[str, object], log: Log) -> None:
+def detach_host_mounts(state_dir: str, names: list[str], log: Log) -> None:
+    """Unmount the tmpfs prestart mounted at `state_dir`/NAME (unix-export).
+
+    Only a direct child of the container's own state directory, a directory of root's that
+    no container can reach into, is considered; whatever is mounted exactly there is the
+    hook's, and it goes until the directory below shows again.
+    """
+    names = [n for n in names if n and "/" not in n and n not in (".", "..")]
+    if not names:
+        return
+    from oci_systemd_hook import linux
+
+    try:
+        dfd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        base = linux.mount_id(dfd)
+        for name in names:
+            for _ in range(16):  # mounted twice by a rerun that was killed: each of them
+                try:
+                    fd = linux.openat2(dfd, name, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_BENEATH
+                                       | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
+                except OSError:
+                    break
+                try:
+                    if linux.mount_id(fd) == base:
+                        break
+                    linux.umount2(f"/proc/self/fd/{fd}", linux.MNT_DETACH)
+                    log.debug(f"unmounted {os.path.join(state_dir, name)}")
+                except OSError as exc:
+                    log.warning(f"cannot unmount {os.path.join(state_dir, name)}: {exc.strerror}")
+                    break
+                finally:
+                    os.close(fd)
+    finally:
+        os.close(dfd)
+
+
+def undo_record(record: dict[str, object], log: Log, state_dir: str = "") -> None:
     """Undo on the host what this record's prestart did there: the mounts that reached the
-    host's namespace, and the cgroup2 group it made on a legacy host (its container is gone)."""
+    host's namespace, the tmpfs it mounted in `state_dir` (the record's directory), and the
+    cgroup2 group it made on a legacy host (its container is gone)."""
+    if state_dir:
+        detach_host_mounts(state_dir, _strings(record, "host_mounts"), log)
     rootfs = _str(record, "rootfs")
     if rootfs.startswith("/"):
         for path in detach_mounts(rootfs, _propagated(record, rootfs), log):
@@ -181,7 +223,7 @@ def poststop(state_root: str, cid: str, bundle: str, log: Log, journal_mode: str
         if bundle and theirs and theirs != bundle:
             log.info(f"the state of {cid[:64]} belongs to the bundle {theirs[:200]}, not this one: left alone")
             return
-        undo_record(record, log)
+        undo_record(record, log, state_dir)
         if record.get("journal_mode") == "remove":  # chosen at prestart, maybe by annotation
             journal_mode = "remove"
         journal_root = _str(record, "journal_root") or journal_root

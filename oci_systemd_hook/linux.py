@@ -69,9 +69,17 @@ _STATX_MNT_ID_OFFSET = 144  # struct statx: stx_mnt_id follows the four timestam
 _OPEN_HOW_SIZE = 24  # struct open_how: flags, mode, resolve (u64 each)
 _MOUNT_ATTR_SIZE = 32  # struct mount_attr: attr_set, attr_clr, propagation, userns_fd (u64 each)
 
+MS_PRIVATE = 1 << 18  # mount_attr.propagation
+
 CLONE_NEWNS = 0x00020000
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
+
+_AF_UNIX = 1
+# SOCK_DGRAM is 1 on MIPS only; SOCK_NONBLOCK and SOCK_CLOEXEC are the O_ bits everywhere.
+_SOCK_DGRAM_NONBLOCK_CLOEXEC = (1 if os.uname().machine.startswith("mips") else 2) | os.O_NONBLOCK | os.O_CLOEXEC
+_MSG_DONTWAIT_NOSIGNAL = 0x40 | 0x4000
+_SUN_PATH_MAX = 108
 
 
 def _bind_libc() -> tuple[Callable[[str], Any], Any, Callable[[int], Any], Callable[[], int]]:
@@ -117,6 +125,8 @@ _syscall = _function("syscall")
 _setns = _function("setns")
 _umount2 = _function("umount2")
 _statx = _function("statx")
+_socket = _function("socket")
+_sendto = _function("sendto")
 
 
 def _u64s(*values: int) -> bytes:
@@ -161,8 +171,9 @@ def fsmount(fd: int, attr_flags: int) -> int:
     return _check(_syscall(NR_FSMOUNT, fd, FSMOUNT_CLOEXEC, attr_flags), "fsmount")
 
 
-def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0) -> None:
-    attr = _u64s(attr_set, attr_clr, 0, 0)
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0,
+                  propagation: int = 0) -> None:
+    attr = _u64s(attr_set, attr_clr, propagation, 0)
     _check(_syscall(NR_MOUNT_SETATTR, dirfd, _b(path), flags, attr, _size_t(_MOUNT_ATTR_SIZE)), "mount_setattr",
            path)
 
@@ -225,15 +236,39 @@ def clone_tree(dirfd: int, path: str, recursive: bool = False) -> int:
     return open_tree(dirfd, path, flags)
 
 
-def set_flags(mount_fd: int, flags: tuple[str, ...] | list[str], recursive: bool = False) -> None:
-    """Set mount attributes (ro, nosuid, ...) on a (detached) mount."""
-    if flags:
-        mount_setattr(mount_fd, "", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0), attrs(flags))
+def set_flags(mount_fd: int, flags: tuple[str, ...] | list[str], recursive: bool = False,
+              private: bool = False) -> None:
+    """Set mount attributes (ro, nosuid, ...) on a (detached) mount; `private`: and take it out
+    of the peer group it was cloned from.
+
+    A clone of a directory on a shared host mount (the host's / and /run are shared under
+    systemd) is a peer of that mount: attached in a container as it is, whatever the container
+    mounts below it would appear on the host, and the host's mounts there in the container.
+    """
+    if flags or private:
+        mount_setattr(mount_fd, "", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0), attrs(flags),
+                      propagation=MS_PRIVATE if private else 0)
 
 
 def attach(mount_fd: int, target_fd: int) -> None:
     """Mount a detached mount onto the file or directory that target_fd refers to."""
     move_mount(mount_fd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+
+
+def send_datagram(path: str, data: bytes) -> None:
+    """Send one datagram to the AF_UNIX socket at `path`, never blocking (syslog's /dev/log).
+
+    Here rather than through `_socket`, whose import costs a millisecond on every prestart
+    that already has libc at hand for its mounts."""
+    raw = os.fsencode(path)
+    if len(raw) >= _SUN_PATH_MAX:
+        raise OSError(36, "socket path too long", path)  # ENAMETOOLONG
+    addr = _AF_UNIX.to_bytes(2, sys.byteorder) + raw + b"\0"
+    fd = _check(_socket(_AF_UNIX, _SOCK_DGRAM_NONBLOCK_CLOEXEC, 0), "socket")
+    try:
+        _check(_sendto(fd, data, _size_t(len(data)), _MSG_DONTWAIT_NOSIGNAL, addr, len(addr)), "sendto", path)
+    finally:
+        os.close(fd)
 
 
 def detach(mount_fd: int) -> None:

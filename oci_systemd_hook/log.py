@@ -4,7 +4,8 @@ Syslog is spoken directly over a non-blocking datagram socket: the `syslog`
 module and glibc may block when /dev/log is full, and on hosts where nothing
 listens (this is common in CI and on minimal hosts) a message is simply lost,
 never a reason to fail or stall a container start. The `socket` module is not
-used because importing it costs as much as the interpreter start-up.
+used because importing it costs as much as the interpreter start-up; where the hook has
+loaded its libc bindings (`linux`, for its mounts) it sends through those instead.
 """
 
 from __future__ import annotations
@@ -58,7 +59,13 @@ class Log:
     def _syslog(self, level: str, message: str) -> None:
         if not self.syslog_socket:
             return
+        line = f"<{_FACILITY_DAEMON | _PRIORITY[level]}>{IDENT}[{os.getpid()}]: {message}"
+        data = line.encode("utf-8", "replace")[:8192]
         try:
+            linux = sys.modules.get("oci_systemd_hook.linux")
+            if linux is not None:  # prestart has libc at hand already: no socket module to import
+                linux.send_datagram(self.syslog_socket, data)  # type: ignore[attr-defined]
+                return
             try:
                 import _socket  # a C module: cheap, unlike `socket`
             except ImportError:  # an interpreter without CPython's private module
@@ -72,7 +79,6 @@ class Log:
                 sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
                 sock.setblocking(False)
                 self._sock = sock
-            line = f"<{_FACILITY_DAEMON | _PRIORITY[level]}>{IDENT}[{os.getpid()}]: {message}"
-            self._sock.sendto(line.encode("utf-8", "replace")[:8192], self.syslog_socket)  # type: ignore[attr-defined]
+            self._sock.sendto(data, self.syslog_socket)  # type: ignore[attr-defined]
         except OSError:
             pass  # nobody listening, queue full, no permission: never the hook's problem

@@ -22,7 +22,7 @@ TMPFS_TARGETS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
 #: What copy-up copies into one tmpfs at most: the pages are written by the hook, so they count
 #: against the runtime's memory, not the container's limit.
 COPY_UP_MAX = 64 << 20
-#: Below the state directory's host/ (and /run/host in the container): the guest's sockets for the host.
+#: In the state directory (and below /run/host in the container): the guest's sockets for the host.
 UNIX_EXPORT = "unix-export"
 #: NOTIFY_SOCKET in the container's env that the hook serves (a relay records what systemd says).
 NOTIFY_PATH = "/run/host/notify"
@@ -71,11 +71,11 @@ class MountStep:
 class HostStep:
     """One change on the host, made before entering the container."""
 
-    __slots__ = ("kind", "path", "mode", "content", "uid", "gid", "label", "source")
+    __slots__ = ("kind", "path", "mode", "content", "uid", "gid", "label", "source", "data")
 
     def __init__(self, kind: str, path: str, mode: int = 0o755, content: str = "", uid: int | None = None,
-                 gid: int | None = None, label: str = "", source: str = "") -> None:
-        self.kind = kind  # mkdir, claim, write, copy, journal, chown-cgroup, cgroup2-group
+                 gid: int | None = None, label: str = "", source: str = "", data: list[str] | None = None) -> None:
+        self.kind = kind  # mkdir, claim, write, copy, journal, chown-cgroup, cgroup2-group, notify, tmpfs
         self.path = path
         self.mode = mode
         self.content = content
@@ -83,6 +83,7 @@ class HostStep:
         self.gid = gid
         self.label = label
         self.source = source
+        self.data = data or []  # tmpfs: its options (a small tmpfs mounted on the host, in the state directory)
 
     def as_dict(self) -> dict[str, object]:
         d = {k: getattr(self, k) for k in self.__slots__}
@@ -373,13 +374,17 @@ def build_plan(state: State, spec: Spec, settings: Settings, facts: HostFacts, r
             plan.mounts.append(MountStep("bind", NOTIFY_PATH, os.path.join(plan.state_dir, "notify"),
                                          flags=("nosuid", "nodev", "noexec"), node="file", create=False, on="ours",
                                          reason="NOTIFY_SOCKET: what systemd says while it boots, for status/wait"))
-        # Sockets the guest offers the host (systemd-ssh-generator binds sshd there): a small
-        # tmpfs of the container's, never a host directory it could fill; the host reaches it
-        # through the container's init (sshproxy.py). Here only its empty mount point.
+        # Sockets the guest offers the host (systemd-ssh-generator binds sshd there): a host-side
+        # directory next to the record, which the host reaches with no network at all. It is a
+        # small tmpfs of its own, so that a container cannot fill the host's /run through it,
+        # mode 0700 and the container root's: only root and that user may enter it.
+        export_dir = os.path.join(plan.state_dir, UNIX_EXPORT)
         plan.host_steps.append(HostStep("mkdir", os.path.join(host_dir, UNIX_EXPORT), 0o755, label=label))
-        plan.mounts.append(MountStep("tmpfs", "/run/host/" + UNIX_EXPORT, "tmpfs",
-                                     ["mode=700", "size=1m", "nr_inodes=1k", *owner_data, *label_data],
-                                     ("nosuid", "nodev", "noexec"), create=False, on="ours",
+        plan.host_steps.append(HostStep("mkdir", export_dir, 0o700))
+        plan.host_steps.append(HostStep("tmpfs", export_dir, data=["mode=700", "size=1m", "nr_inodes=1k",
+                                                                   *owner_data, *label_data]))
+        plan.mounts.append(MountStep("bind", "/run/host/" + UNIX_EXPORT, export_dir,
+                                     flags=("nosuid", "nodev", "noexec"), create=False, on="ours",
                                      reason="systemd's container interface: sockets for the host (ssh)"))
 
     # 3. A valid machine id, without writing the image's /etc/machine-id.

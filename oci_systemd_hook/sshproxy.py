@@ -2,14 +2,17 @@
 
 systemd 256 and later, with openssh-server in the image, bind an sshd socket at
 /run/host/unix-export/ssh when the container manager provides that directory
-(systemd-ssh-generator). The hook mounts a small tmpfs there, inside the container: what
-the container puts in it never lands on the host. `ssh` runs the ssh client with this
-module as its ProxyCommand, which reaches the socket through the container's init.
+(systemd-ssh-generator). The hook binds it from `<state-dir>/<id>/unix-export` on the
+host, a small tmpfs of the container's (mode 0700, the container root's), so that
+`ssh -o ProxyCommand='socat - UNIX-CONNECT:<state-dir>/<id>/unix-export/ssh'` works too.
+`ssh` runs the ssh client with this module as its ProxyCommand instead, which needs no
+socat and never follows a name the container chose.
 
-The init is the one prestart recorded (pid and start time, so a reused pid is refused);
-the socket is resolved below /proc/PID/root with openat2 (in the root, no symlinks, no
-magic links) and must be a socket; the connection goes through /proc/self/fd/N. Root never
-follows a name the container chose.
+The directory is the container's: it may put a symlink to any host socket there. The
+socket is resolved below the directory with openat2 (beneath, no symlinks, no magic links,
+not into another mount) and must be a socket inode; the connection goes through
+/proc/self/fd/N, to that very inode. The directory must still be the tmpfs prestart
+mounted (a mount of its own), and the container's init the one it recorded.
 """
 
 from __future__ import annotations
@@ -24,23 +27,39 @@ import sys
 
 from oci_systemd_hook.errors import InputError
 
-SOCKET_PATH = "run/host/unix-export/ssh"
+EXPORT_DIR = "unix-export"
+SOCKET_NAME = "ssh"
 
 
-def _init_root(state_root: str, cid: str) -> int:
-    """An O_PATH descriptor of the root of container `cid`, as its recorded init sees it."""
+def _export_dir(state_root: str, cid: str) -> int:
+    """An O_PATH descriptor of container `cid`'s unix-export tmpfs on the host."""
+    from oci_systemd_hook import linux
     from oci_systemd_hook.hoststate import process_start, read_record
 
-    record = read_record(os.path.join(state_root, cid))
+    state_dir = os.path.join(state_root, cid)
+    record = read_record(state_dir)
     pid = record.get("pid") if record else None
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         raise InputError(f"container {cid[:64]}: no record of the hook in {state_root} (is it running with it?)")
     if process_start(pid) != record.get("pid_start"):  # type: ignore[union-attr]
         raise InputError(f"container {cid[:64]} is not running (its init {pid} is gone)")
     try:
-        return os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        sfd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise InputError(f"container {cid[:64]}: cannot reach its root: {exc.strerror}") from None
+        raise InputError(f"container {cid[:64]}: cannot open {state_dir}: {exc.strerror}") from None
+    try:
+        try:
+            dfd = linux.openat2(sfd, EXPORT_DIR, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_BENEATH
+                                | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
+        except OSError:
+            raise InputError(f"container {cid[:64]} has no {EXPORT_DIR} directory (prepared by an older hook?)") \
+                from None
+        if linux.mount_id(dfd) == linux.mount_id(sfd):
+            os.close(dfd)
+            raise InputError(f"container {cid[:64]}: {state_dir}/{EXPORT_DIR} is not mounted (is it running?)")
+        return dfd
+    finally:
+        os.close(sfd)
 
 
 def open_socket(state_root: str, cid: str, connect: bool = True) -> socket.socket | None:
@@ -48,23 +67,24 @@ def open_socket(state_root: str, cid: str, connect: bool = True) -> socket.socke
     `connect` false: only check that it is there and is a socket)."""
     from oci_systemd_hook import linux
 
-    root = _init_root(state_root, cid)
+    where = f"/run/host/{EXPORT_DIR}/{SOCKET_NAME}"
+    dfd = _export_dir(state_root, cid)
     try:
-        sfd = linux.openat2(root, SOCKET_PATH, os.O_PATH | os.O_NOFOLLOW, linux.RESOLVE_IN_ROOT
-                            | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
+        sfd = linux.openat2(dfd, SOCKET_NAME, os.O_PATH | os.O_NOFOLLOW, linux.RESOLVE_BENEATH
+                            | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS | linux.RESOLVE_NO_XDEV)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise InputError(f"container {cid[:64]}: /{SOCKET_PATH} is a symlink: refusing to follow it") from None
+            raise InputError(f"container {cid[:64]}: {where} is a symlink: refusing to follow it") from None
         raise InputError(f"container {cid[:64]} exports no ssh socket: its systemd must be 256 or later with "
                          "openssh-server installed (systemd-ssh-generator binds it)") from None
     finally:
-        os.close(root)
+        os.close(dfd)
     try:
         mode = os.fstat(sfd).st_mode
         if stat.S_ISLNK(mode):
-            raise InputError(f"container {cid[:64]}: /{SOCKET_PATH} is a symlink: refusing to follow it")
+            raise InputError(f"container {cid[:64]}: {where} is a symlink: refusing to follow it")
         if not stat.S_ISSOCK(mode):
-            raise InputError(f"container {cid[:64]}: /{SOCKET_PATH} is not a socket: refusing to use it")
+            raise InputError(f"container {cid[:64]}: {where} is not a socket: refusing to use it")
         if not connect:
             return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

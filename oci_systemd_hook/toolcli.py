@@ -69,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--json", action="store_true", help="print the findings as a JSON object")
     ssh = sub.add_parser("ssh", help="run ssh into a container through its exported sshd socket (no network)",
                          description="Connect to the sshd that systemd-ssh-generator (systemd 256 and later, with "
-                         "openssh-server in the image) binds at /run/host/unix-export/ssh, through the hook's "
-                         "STATE-DIR/ID/host/unix-export/ssh, and run COMMAND there (a shell without one).")
+                         "openssh-server in the image) binds at /run/host/unix-export/ssh, through "
+                         "STATE-DIR/ID/unix-export/ssh on the host, and run COMMAND there (a shell without one).")
     ssh.add_argument("id", metavar="ID", help="the container id")
     ssh.add_argument("remote", metavar="COMMAND", nargs=argparse.REMAINDER, help="what to run in the container")
     ssh.add_argument("--state-dir", default=None, help="the hook's --state-dir (default: "

@@ -52,6 +52,14 @@ def host_mount_table() -> list[tuple[str, str, str, str]]:
                   for m in parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
 
 
+def with_export(table: list[tuple[str, str, str, str]], c: FakeContainer,
+                cid: str | None = None) -> list[tuple[str, str, str, str]]:
+    """A host mount table from before prestart, plus the one host mount a prepared container
+    has while it lives: its unix-export tmpfs in the state directory."""
+    export = (str(c.state_dir / (cid or c.name) / "unix-export"), "tmpfs", "/", "rw,nosuid,nodev,noexec,relatime")
+    return sorted([*table, export])
+
+
 #: A user namespace mapping container root to host 100000, for config.json.
 USERNS: dict[str, object] = {"linux": {"namespaces": [{"type": "mount"}, {"type": "user"}],
                                        "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],

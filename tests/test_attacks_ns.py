@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from oci_systemd_hook.ids import machine_id_for
-from tests.fakecontainer import USERNS, FakeContainer, container_table, host_table, needs_root, tree_snapshot
+from tests.fakecontainer import (
+    USERNS,
+    FakeContainer,
+    container_table,
+    host_table,
+    needs_root,
+    tree_snapshot,
+)
 
 pytestmark = [needs_root, pytest.mark.root]
 QUIET = {"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": ""}
@@ -464,3 +471,38 @@ def test_a_stale_record_releases_its_machine_id(tmp_path: Path) -> None:
         assert not (c.state_dir / ".machine-ids" / stale).exists()
         assert os.readlink(c.state_dir / ".machine-ids" / c.machine_id()) == c.name
         assert c.poststop().returncode == 0
+
+
+# --- 11. what the container mounts below the hook's binds stays in the container --------------------
+
+def test_container_mounts_below_the_hooks_binds_stay_off_the_host(tmp_path: Path) -> None:
+    """The host's / and /run are shared under systemd, and a clone of a directory there is a peer
+    of the host's mount: bound into the container as it is, a mount the container makes below
+    /run/host or its journal directory would appear on the host (and in every namespace that
+    follows it), and pin the host's mount table. The hook makes its binds private."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    subprocess.run(["mount", "--bind", str(shared), str(shared)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+        with FakeContainer(shared / "c") as c:
+            assert c.run_hook().returncode == 0
+            host_before = host_table(c.tmp)
+            mid = c.machine_id()
+            c.inside("/run/host/unix-export/sub").mkdir()
+            inside = [("run/host/os-release", ["--bind", "/etc/hostname"]),
+                      ("run/host/unix-export/sub", ["-t", "tmpfs", "tenant"]),
+                      ("run/host/unix-export", ["-t", "tmpfs", "tenant"]),
+                      (f"var/log/journal/{mid}", ["-t", "tmpfs", "tenant"])]
+            for target, how in inside:
+                res = subprocess.run(["nsenter", "-t", str(c.pid), "-m", "mount", *how, f"{c.rootfs}/{target}"],
+                                     capture_output=True, text=True, check=False)
+                assert res.returncode == 0, res.stderr
+                assert c.mount_at("/" + target) is not None
+            assert host_table(c.tmp) == host_before, "a mount of the container's reached the host"
+            assert c.poststop().returncode == 0
+            assert not (c.state_dir / c.name).exists()
+            left = [m for m in host_table(c.tmp) if m[0].startswith(str(shared) + "/")]
+            assert left == [], left
+    finally:
+        subprocess.run(["umount", "-R", str(shared)], check=False)

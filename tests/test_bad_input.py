@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from oci_systemd_hook.ids import machine_id_for, short_id
-from tests.fakecontainer import FakeContainer, Tables, container_table, host_table, needs_root, tables
+from tests.fakecontainer import FakeContainer, Tables, container_table, host_table, needs_root, tables, with_export
 
 pytestmark = [needs_root, pytest.mark.root]
 
@@ -365,7 +365,7 @@ def _works_and_undoes(c: FakeContainer, st: dict[str, object], cid: str) -> None
     assert run is not None and run.fstype == "tmpfs"
     assert c.inside("/etc/machine-id").read_text() == machine_id_for(cid) + "\n"
     assert (c.state_dir / cid / "record.json").is_file()
-    assert host_table(c.tmp) == host_before
+    assert host_table(c.tmp) == with_export(host_before, c, cid)
     stopped = {k: v for k, v in st.items() if k != "pid"}
     stopped["status"] = "stopped"
     res = c.run_hook("poststop", stopped, env={})

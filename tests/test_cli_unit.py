@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from oci_systemd_hook import __version__, cli, jsonlite
 from oci_systemd_hook.ids import machine_id_for
 from oci_systemd_hook.settings import KNOBS
+from tests.fakecontainer import REPO
 
 HEX64 = "3f2a9c1be0d447a8b6e5f4c3d2a1b0c98f7e6d5c4b3a29180716253443526170"
 
@@ -312,6 +315,33 @@ def test_errors_go_to_syslog(capsys: pytest.CaptureFixture[str], monkeypatch: py
     assert line.startswith(f"<27>oci-systemd-hook[{os.getpid()}]: ")
     assert f"]: {HEX64[:12]}: the createContainer stage runs after pivot_root" in line
     assert HEX64[12:] not in line
+
+
+@pytest.mark.parametrize("via", ["libc", "_socket"])
+def test_syslog_through_libc_or_the_socket_module(tmp_path: Path, via: str) -> None:
+    """Prestart has libc bound for its mounts and sends through it (no `_socket` import); other
+    paths use `_socket`. Either way: the same datagram, and no listener or a path too long for
+    AF_UNIX is never an error."""
+    path = syslog_path(tmp_path)
+    code = ("import sys\nsys.path.insert(0, sys.argv[1])\n"
+            + ("from oci_systemd_hook import linux\n" if via == "libc" else "")
+            + "from oci_systemd_hook.log import Log\n"
+            "for where in sys.argv[2:]:\n    Log(syslog_socket=where).error('hello')\n"
+            "print('_socket' in sys.modules)\n")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        listener.bind(path)
+        listener.settimeout(5)
+        res = subprocess.run([sys.executable, "-I", "-c", code, str(REPO), path, str(tmp_path / "nobody-listens"),
+                              "/" + "x" * 200], capture_output=True, text=True, timeout=60, check=False)
+        line = listener.recv(65536).decode()
+    finally:
+        listener.close()
+        os.unlink(path)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "oci-systemd-hook: error: hello\n" * 3
+    assert res.stdout.strip() == str(via == "_socket")
+    assert re.fullmatch(r"<27>oci-systemd-hook\[\d+\]: hello", line), line
 
 
 def test_no_syslog_listener_is_not_an_error(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,

@@ -133,7 +133,7 @@ MASK = ("mask", "/run/systemd/system/systemd-machine-id-commit.service", "/dev/n
 def interface_mounts(mid: str = MID) -> list[tuple[Any, ...]]:
     return [
         ("bind", "/run/host", STATE + "/host", [], RO),
-        ("tmpfs", "/run/host/unix-export", "tmpfs", ["mode=700", "size=1m", "nr_inodes=1k"], NOEXEC),
+        ("bind", "/run/host/unix-export", STATE + "/unix-export", [], NOEXEC),
         ("bind", "/etc/machine-id", STATE + "/machine-id", [], RO),
         MASK,
         ("bind", "/var/log/journal/" + mid, JROOT + "/.oci-systemd-hook/" + mid, [], NOEXEC),
@@ -149,6 +149,8 @@ def default_host_steps(mid: str = MID, manager: str = "oci", uid: int | None = N
         ("write", STATE + "/host/container-uuid", 0o444, uuid_format(mid) + "\n", None, None, "", ""),
         ("copy", STATE + "/host/os-release", 0o444, "", None, None, "", "/etc/os-release"),
         ("mkdir", STATE + "/host/unix-export", 0o755, "", None, None, "", ""),
+        ("mkdir", STATE + "/unix-export", 0o700, "", None, None, "", ""),
+        ("tmpfs", STATE + "/unix-export", 0o755, "", None, None, "", ""),
         ("write", STATE + "/machine-id", 0o444, mid + "\n", None, None, "", ""),
         ("journal", JROOT + "/.oci-systemd-hook/" + mid, 0o755, "", uid, uid, "", ""),
     ]
@@ -166,6 +168,7 @@ def test_plain_v1_runc_layout() -> None:
     ]
     assert plan.mounts[-2].dirs == ["c1"] and plan.mounts[-2].on == "cgroup"
     assert host_of(plan) == default_host_steps()
+    assert [h.data for h in plan.host_steps if h.kind == "tmpfs"] == [["mode=700", "size=1m", "nr_inodes=1k"]]
     assert plan.skipped == []
     assert plan.notes == []
     by_target = {m.target: m for m in plan.mounts}
@@ -370,13 +373,13 @@ def test_user_namespace() -> None:
              "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]}
     plan = plan_for(make_spec(linux=linux))
     own = "/sys/fs/cgroup/systemd" + V1_PATH
-    iface = [(*MASK[:3], ["uid=100000", "gid=100000"], ()) if m == MASK else
-             (*m[:3], [*m[3], "uid=100000", "gid=100000"], m[4]) if m[1] == "/run/host/unix-export" else m
-             for m in interface_mounts()]
+    iface = [(*MASK[:3], ["uid=100000", "gid=100000"], ()) if m == MASK else m for m in interface_mounts()]
     assert mounts_of(plan) == tmpfs_mounts(extra=["uid=100000", "gid=100000"]) + iface + [
         ("bind", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/systemd", [], RO), HIDE_V1, ("bind", own, own, [], NOEXEC)]
     chown = ("chown-cgroup", own, 0o755, "", 100000, 100000, "", "")
     assert host_of(plan) == [*default_host_steps(uid=100000), chown]
+    export = [h.data for h in plan.host_steps if h.kind == "tmpfs"]
+    assert export == [["mode=700", "size=1m", "nr_inodes=1k", "uid=100000", "gid=100000"]]
 
 
 def test_user_namespace_with_only_uid_mapping() -> None:
@@ -395,6 +398,8 @@ def test_mount_label_with_selinux() -> None:
     context = f'context="{LABEL}"'
     assert mounts_of(plan)[:4] == tmpfs_mounts(extra=[context])
     labelled = {h.path for h in plan.host_steps if h.label == LABEL}
+    assert [h.data for h in plan.host_steps if h.kind == "tmpfs"] == [["mode=700", "size=1m", "nr_inodes=1k",
+                                                                        context]]
     assert labelled == {STATE, STATE + "/host", STATE + "/host/unix-export", STATE + "/machine-id",
                         JROOT + "/.oci-systemd-hook/" + MID}
     assert plan.notes == []
@@ -523,7 +528,7 @@ def test_as_dict_round_trips_through_jsonlite() -> None:
     assert mounts[0]["target"] == "/run/lock" and mounts[0]["flags"] == ["nosuid", "nodev", "noexec"]
     host = d["host"]
     assert isinstance(host, list) and host[0] == {"kind": "mkdir", "path": STATE, "mode": "0o755", "content": "",
-                                                  "uid": None, "gid": None, "label": LABEL, "source": ""}
+                                                  "uid": None, "gid": None, "label": LABEL, "source": "", "data": []}
 
 
 def test_read_only_root_gets_a_volatile_var_lib_systemd() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import realboot
-from tests.fakecontainer import REPO, needs_root
+from tests.fakecontainer import REPO, host_mount_table, needs_root
 from tests.hookwiring import hooks, write_launcher
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.realboot]
@@ -45,19 +45,32 @@ def test_ssh_into_a_container_without_a_network(tmp_path: Path) -> None:
         c.create()
         c.start()
         assert c.wait_running(timeout=60) == ("running", ""), c.console_text()[-3000:]
-        # the container's own small tmpfs, mode 0700: nothing of it on the host
+        # a small tmpfs of the container's, mode 0700, on the host in the state directory
         assert c.exec(["stat", "-c", "%a %u", "/run/host/unix-export"]).split() == ["700", "0"]
         assert c.exec(["findmnt", "-n", "-o", "FSTYPE,OPTIONS", "/run/host/unix-export"]).split()[0] == "tmpfs"
-        assert os.listdir(state_dir / c.id / "host" / "unix-export") == [], "the host side is an empty mount point"
-        inside = Path(f"/proc/{c.pid}/root/run/host/unix-export")
+        export = state_dir / c.id / "unix-export"
+        on_host = [m for m in host_mount_table() if m[0] == str(export)]
+        assert [(m[1], "nosuid" in m[3], "noexec" in m[3]) for m in on_host] == [("tmpfs", True, True)], on_host
+        st = export.stat()
+        assert (oct(st.st_mode & 0o7777), st.st_uid) == ("0o700", 0)
         deadline = time.monotonic() + 20
-        while not (inside / "ssh").is_socket() and time.monotonic() < deadline:
+        while not (export / "ssh").is_socket() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert (inside / "ssh").is_socket(), os.listdir(inside)
-        # nothing the container writes there reaches the host's /run, and it is bounded
+        assert (export / "ssh").is_socket(), os.listdir(export)
+        # the host reaches sshd there with no network, as socat would (through a descriptor of
+        # the directory: pytest's tmp path is longer than AF_UNIX allows)
+        dfd = os.open(export, os.O_PATH)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(10)
+                conn.connect(f"/proc/self/fd/{dfd}/ssh")
+                assert conn.recv(64).startswith(b"SSH-2.0-"), "no ssh banner on the host-side socket"
+        finally:
+            os.close(dfd)
+        # what the container writes there is bounded: it cannot fill the host's /run
         full = c.exec_result(["dd", "if=/dev/zero", "of=/run/host/unix-export/fill", "bs=1M", "count=8"])
         assert full.returncode != 0 and "No space left" in full.stderr
-        assert os.listdir(state_dir / c.id / "host" / "unix-export") == []
+        assert (export / "fill").stat().st_size <= 1 << 20
         c.exec(["rm", "/run/host/unix-export/fill"])
         # no network in the container: loopback only
         links = c.exec(["cat", "/proc/net/dev"])
@@ -90,6 +103,7 @@ def test_ssh_into_a_container_without_a_network(tmp_path: Path) -> None:
         assert c.wait_stopped(timeout=30)
         c.delete()
         assert not (state_dir / c.id).exists(), "poststop removes the exported directory with the state"
+        assert not [m for m in host_mount_table() if m[0].startswith(str(state_dir))], "the tmpfs is unmounted"
     assert realboot.mount_points() == host_before
 
 
