@@ -17,7 +17,7 @@ import stat
 from oci_systemd_hook import linux, registry
 from oci_systemd_hook.errors import HookError, InputError, ReadOnlyImage
 from oci_systemd_hook.hostfacts import MountInfo, below, parse_mountinfo
-from oci_systemd_hook.hoststate import process_start, write_record
+from oci_systemd_hook.hoststate import RECORD, process_start, write_record
 from oci_systemd_hook.log import Log
 from oci_systemd_hook.plan import CGROUP2_PRIVATE, CGROUP_DELEGATE_FILES, HostStep, MountStep, Plan, submounts_below
 from oci_systemd_hook.rootfs import ForeignMount, Root
@@ -116,11 +116,34 @@ class Record:
             # tmpfs mounted on the host in the state directory (unix-export), by name: poststop
             # unmounts them before it removes the directory.
             "host_mounts": [os.path.basename(h.path) for h in plan.host_steps if h.kind == "tmpfs"],
+            # what prestart makes in the state directory, which poststop removes by name
+            "made": _made(plan),
             "complete": False,
         }
 
     def write(self) -> None:
         write_record(self.plan.state_dir, self.data)
+
+
+def _made(plan: Plan) -> list[str]:
+    """The files (then the directories, deepest first, with a trailing "/") that prestart makes
+    in the state directory, relative to it; the record itself comes last of the files."""
+    files: list[str] = []
+    dirs: list[str] = []
+    for h in plan.host_steps:
+        rel = below(h.path, plan.state_dir)
+        if h.kind == "notify":  # the relay's socket and what it records
+            from oci_systemd_hook import notifyrelay
+
+            files += [notifyrelay.SOCKET, notifyrelay.RECORD + ".tmp", notifyrelay.RECORD]
+        elif not rel:
+            continue
+        elif h.kind in ("write", "copy"):
+            files.append(rel)
+        elif h.kind == "mkdir":
+            dirs.append(rel + "/")
+    dirs.sort(key=lambda d: -d.count("/"))
+    return [*files, RECORD + ".tmp", RECORD, *dirs]
 
 
 def _host_step(step: HostStep, plan: Plan, undo: _HostUndo, log: Log) -> bool:
@@ -179,10 +202,10 @@ def _host_step(step: HostStep, plan: Plan, undo: _HostUndo, log: Log) -> bool:
             os.close(fd)
         created = True
     elif step.kind == "tmpfs":  # a small filesystem of the container's, on the host (unix-export)
-        parent, name = os.path.split(step.path)
-        if os.stat(step.path).st_dev != os.stat(parent).st_dev:  # an earlier run's, killed: not stacked
+        if ("dir", step.path) not in undo.created:  # there before: an earlier run's, killed, may be mounted
             from oci_systemd_hook.cleanup import detach_host_mounts
 
+            parent, name = os.path.split(step.path)
             detach_host_mounts(parent, [name], log)
         _fault("fsmount")
         mfd = linux.new_tmpfs(step.data, ("nosuid", "nodev", "noexec"))

@@ -143,40 +143,71 @@ def record_is_live(record: dict[str, object]) -> bool:
 def detach_host_mounts(state_dir: str, names: list[str], log: Log) -> None:
     """Unmount the tmpfs prestart mounted at `state_dir`/NAME (unix-export).
 
-    Only a direct child of the container's own state directory, a directory of root's that
-    no container can reach into, is considered; whatever is mounted exactly there is the
-    hook's, and it goes until the directory below shows again.
+    Only a direct child of the container's own state directory is considered: a directory of
+    root's that no container can write in, so neither name can be swapped for a symlink (and
+    UMOUNT_NOFOLLOW would not follow one). What is mounted exactly there is the hook's, and it
+    goes until the directory below shows again (a different device means a mount).
     """
     names = [n for n in names if n and "/" not in n and n not in (".", "..")]
-    if not names:
-        return
-    from oci_systemd_hook import linux
-
     try:
-        dfd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        base = os.lstat(state_dir).st_dev
     except OSError:
         return
+    for name in names:
+        path = os.path.join(state_dir, name)
+        for _ in range(16):  # mounted twice by a rerun that was killed: each of them
+            try:
+                if os.lstat(path).st_dev == base:
+                    break
+            except OSError:
+                break
+            from oci_systemd_hook import linux  # ctypes: only when there is something to unmount
+
+            try:
+                linux.umount2(path, linux.MNT_DETACH | linux.UMOUNT_NOFOLLOW)
+                log.debug(f"unmounted {path}")
+            except OSError as exc:
+                log.warning(f"cannot unmount {path}: {exc.strerror}")
+                break
+
+
+def _remove_made(state_dir: str, made: list[str]) -> bool:
+    """Remove the state directory by the names the record lists (files, then directories,
+    deepest first). False when that does not empty it: the generic walk takes over.
+
+    The state directory and everything prestart made in it are root's, so these names lead
+    nowhere else; the container's unix-export tmpfs is unmounted by then (if it is not, its
+    mount point is not empty and the walk, which never crosses into another filesystem,
+    leaves it).
+    """
+    if not made:
+        return False
     try:
-        base = linux.mount_id(dfd)
-        for name in names:
-            for _ in range(16):  # mounted twice by a rerun that was killed: each of them
-                try:
-                    fd = linux.openat2(dfd, name, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_BENEATH
-                                       | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS)
-                except OSError:
-                    break
-                try:
-                    if linux.mount_id(fd) == base:
-                        break
-                    linux.umount2(f"/proc/self/fd/{fd}", linux.MNT_DETACH)
-                    log.debug(f"unmounted {os.path.join(state_dir, name)}")
-                except OSError as exc:
-                    log.warning(f"cannot unmount {os.path.join(state_dir, name)}: {exc.strerror}")
-                    break
-                finally:
-                    os.close(fd)
+        dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        for rel in made:
+            if rel.startswith("/") or ".." in rel.split("/"):
+                return False
+            try:
+                if rel.endswith("/"):
+                    os.rmdir(rel[:-1], dir_fd=dfd)
+                else:
+                    os.unlink(rel, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return False
     finally:
         os.close(dfd)
+    try:
+        os.rmdir(state_dir)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def undo_record(record: dict[str, object], log: Log, state_dir: str = "") -> None:
@@ -236,13 +267,16 @@ def poststop(state_root: str, cid: str, bundle: str, log: Log, journal_mode: str
         for mid in mids:
             if registry.remove_journal(journal_root, mid, cid):
                 log.info(f"removed the container's journal {registry.journal_link(journal_root, mid)}")
-    from oci_systemd_hook.removal import remove_tree
-
-    try:
-        remove_tree(state_dir)
+    if _remove_made(state_dir, _strings(record, "made") if record is not None else []):
         log.debug(f"removed {state_dir}")
-    except FileNotFoundError:
-        pass
+    else:
+        from oci_systemd_hook.removal import remove_tree
+
+        try:
+            remove_tree(state_dir)
+            log.debug(f"removed {state_dir}")
+        except FileNotFoundError:
+            pass
     if journal_root and any(retention):
         import time
 

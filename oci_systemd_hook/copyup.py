@@ -18,10 +18,11 @@ once, in a warning.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
-from oci_systemd_hook.linux import mount_id
+from oci_systemd_hook.linux import Stat, mount_id, stat_fd
 from oci_systemd_hook.log import Log
 
 #: Entries copied up per tmpfs at most (inodes of the tmpfs, time of the prestart).
@@ -29,6 +30,8 @@ MAX_ENTRIES = 10_000
 #: Directories deep, at most (each level holds two descriptors while it is copied).
 MAX_DEPTH = 32
 _O_PATH_NOFOLLOW = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_REOPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # /proc/self/fd/N: that very directory
 
 
 class _Budget:
@@ -38,6 +41,7 @@ class _Budget:
         self.skipped: list[str] = []
         self.copied_last = False
         self.mount = 0  # the image's mount: what lies on another (a runtime's volume) is not copied
+        self.uid, self.gid = os.geteuid(), os.getegid()  # what a new inode gets without a chown
 
     def skip(self, path: str, why: str) -> None:
         if len(self.skipped) < 5:
@@ -46,99 +50,162 @@ class _Budget:
             self.skipped.append("...")
 
 
+class _Frame:
+    """A directory being copied: its image side (readable), its copy, and what is left of it."""
+
+    __slots__ = ("src", "dst", "rel", "names", "st", "setgid", "gid")
+
+    def __init__(self, src: int, dst: int, rel: str, st: Stat | None, setgid: bool, gid: int) -> None:
+        self.src = src
+        self.dst = dst
+        self.rel = rel
+        self.names = _names(src)
+        self.st = st  # the image directory's times go on the copy once its content is in (None: the top)
+        self.setgid = setgid  # the copy is set-group-ID: new entries in it take its group...
+        self.gid = gid  # ...this one (else the hook's)
+
+    def close(self) -> None:
+        os.close(self.src)
+        os.close(self.dst)
+
+
 def copy_tree(src_dir: int, dst_dir: int, limit: int, where: str, log: Log) -> int:
     """Copy the tree below the directory `src_dir` (an O_PATH fd in the image) into `dst_dir`
     (the new tmpfs). Returns the number of entries copied.
 
     Depth first with a stack of open directories, so that descriptors are bounded by the
-    depth (MAX_DEPTH), not by the number of directories."""
+    depth (MAX_DEPTH), not by the number of directories. The umask is 0 meanwhile, so that
+    each entry is created with its final mode: no chmod unless a chown cleared set-id bits."""
     budget = _Budget(limit)
     budget.mount = mount_id(src_dir)
     copied = 0
-    stack: list[tuple[int, int, str, list[str]]] = []
+    stack: list[_Frame] = []
+    umask = os.umask(0)
     try:
-        stack.append((os.dup(src_dir), os.dup(dst_dir), "", _names(src_dir)))
+        top = os.open(f"/proc/self/fd/{src_dir}", _O_REOPEN_DIR)  # readable: listed, and the parent of the rest
+        try:
+            dst = os.fstat(dst_dir)
+            setgid = bool(dst.st_mode & stat.S_ISGID)
+            stack.append(_Frame(top, os.dup(dst_dir), "", None, setgid, dst.st_gid if setgid else budget.gid))
+        except BaseException:
+            os.close(top)
+            raise
         while stack:
-            sfd, dfd, rel, names = stack[-1]
-            if not names:
+            frame = stack[-1]
+            if not frame.names:
                 stack.pop()
-                os.close(sfd)
-                os.close(dfd)
+                try:
+                    if frame.st is not None:  # times last: copying the content changed them
+                        os.utime(frame.dst, ns=(frame.st.st_atime_ns, frame.st.st_mtime_ns))
+                finally:
+                    frame.close()
                 continue
-            name = names.pop()
+            name, is_dir = frame.names.pop()
             if budget.entries <= 0:
-                budget.skip(f"{rel}/{name}", f"more than {MAX_ENTRIES} entries")
-                names.clear()
+                budget.skip(f"{frame.rel}/{name}", f"more than {MAX_ENTRIES} entries")
+                frame.names.clear()
                 continue
-            sub = _copy_entry(sfd, dfd, rel, name, budget, len(stack) < MAX_DEPTH)
+            sub = _copy_entry(frame, name, is_dir, budget, len(stack) < MAX_DEPTH)
             if sub is not None:
                 stack.append(sub)
             copied += 1 if budget.copied_last else 0
     finally:
-        for sfd, dfd, _, _ in stack:
-            os.close(sfd)
-            os.close(dfd)
+        os.umask(umask)
+        for frame in stack:
+            frame.close()
     if budget.skipped:
         log.warning(f"copy-up of {where}: skipped {', '.join(budget.skipped)}")
     return copied
 
 
-def _names(sfd: int) -> list[str]:
+def _names(dfd: int) -> list[tuple[str, bool]]:
+    """(name, is a directory as the directory entry says) below `dfd`, to be popped in name order."""
     names = []
-    with os.scandir(f"/proc/self/fd/{sfd}") as entries:  # the resolved directory, not a path in the image
+    with os.scandir(dfd) as entries:
         for entry in entries:
-            names.append(entry.name)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)  # a hint only: checked when opened
+            except OSError:
+                is_dir = False
+            names.append((entry.name, is_dir))
             if len(names) > MAX_ENTRIES:
                 break
-    names.sort(reverse=True)  # popped from the end: copied in name order
+    names.sort(reverse=True)
     return names
 
 
-def _copy_entry(sfd: int, dfd: int, rel: str, name: str, budget: _Budget,
-                descend: bool) -> tuple[int, int, str, list[str]] | None:
+def _owner(fd: int, st: Stat, budget: _Budget, parent: _Frame, is_dir: bool) -> None:
+    """The image's owner on a new entry, and its mode again where that is not what creating it
+    gave: mkdir sets no set-id bits but inherits a set-group-ID parent's, and chown clears them
+    on a file."""
+    mode = stat.S_IMODE(st.st_mode)
+    chowned = (st.st_uid, st.st_gid) != (budget.uid, parent.gid)
+    if chowned:
+        os.fchown(fd, st.st_uid, st.st_gid)
+    setid = mode & (stat.S_ISUID | stat.S_ISGID)
+    if (setid and (chowned or is_dir)) or (is_dir and parent.setgid and not mode & stat.S_ISGID):
+        os.fchmod(fd, mode)
+
+
+def _copy_entry(frame: _Frame, name: str, is_dir: bool, budget: _Budget, descend: bool) -> _Frame | None:
     """Copy one entry; for a directory, return the frame to copy its content with."""
-    path = f"{rel}/{name}"
+    path = f"{frame.rel}/{name}"
     budget.copied_last = False
+    fd = -1
     try:
-        fd = os.open(name, _O_PATH_NOFOLLOW, dir_fd=sfd)
+        if is_dir:  # opening a directory to read it has no effect: straight to a listable descriptor
+            try:
+                fd = os.open(name, _O_DIR_NOFOLLOW, dir_fd=frame.src)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):  # not a directory after all: O_PATH
+                    raise
+        if fd < 0:
+            fd = os.open(name, _O_PATH_NOFOLLOW, dir_fd=frame.src)
     except OSError as exc:
         budget.skip(path, exc.strerror or "unreadable")
         return None
-    frame = None
+    sub = None
     try:
-        if mount_id(fd) != budget.mount:  # a runtime mount (/run/secrets, a socket): kept on top, not copied
+        st = stat_fd(fd)
+        if st.mount_id != budget.mount:  # a runtime mount (/run/secrets, a socket): kept on top, not copied
             return None
-        st = os.fstat(fd)
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             if not descend:
                 budget.skip(path, f"deeper than {MAX_DEPTH} directories")
                 return None
+            if not is_dir:  # a directory the entry did not announce: reopen it to list it
+                rfd = os.open(f"/proc/self/fd/{fd}", _O_REOPEN_DIR)
+                os.close(fd)
+                fd = rfd
             try:
-                os.mkdir(name, 0o700, dir_fd=dfd)
+                os.mkdir(name, stat.S_IMODE(mode) & 0o1777, dir_fd=frame.dst)
             except FileExistsError:
                 pass
-            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            dfd = os.open(name, _O_DIR_NOFOLLOW, dir_fd=frame.dst)
             try:
-                _attributes(dfd, name, st)
-                frame = (os.dup(fd), sub, path, _names(fd))
+                _owner(dfd, st, budget, frame, True)
+                setgid = bool(mode & stat.S_ISGID)  # exactly the image's mode by now
+                sub = _Frame(fd, dfd, path, st, setgid, st.st_gid if setgid else budget.gid)
             except BaseException:
-                os.close(sub)
+                os.close(dfd)
                 raise
+            fd = -1  # the frame has it now
         elif stat.S_ISREG(mode):
             if st.st_size > budget.bytes:
                 budget.skip(path, f"{st.st_size} bytes: over what is left of the tmpfs size")
                 return None
-            _copy_file(fd, dfd, name, st)
+            _copy_file(fd, frame, name, st, budget)
             budget.bytes -= st.st_size
-            _attributes(dfd, name, st)
         elif stat.S_ISLNK(mode):
-            target = os.readlink(name, dir_fd=sfd)  # the link itself: never followed
+            target = os.readlink(name, dir_fd=frame.src)  # the link itself: never followed
             try:
-                os.symlink(target, name, dir_fd=dfd)
+                os.symlink(target, name, dir_fd=frame.dst)
             except FileExistsError:
                 return None
-            _attributes(dfd, name, st)
+            if (st.st_uid, st.st_gid) != (budget.uid, frame.gid):
+                os.chown(name, st.st_uid, st.st_gid, dir_fd=frame.dst, follow_symlinks=False)
+            os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=frame.dst, follow_symlinks=False)
         else:
             budget.skip(path, "not a directory, regular file or symlink")
             return None
@@ -146,20 +213,20 @@ def _copy_entry(sfd: int, dfd: int, rel: str, name: str, budget: _Budget,
         budget.skip(path, exc.strerror or "cannot be copied")
         return None
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     budget.entries -= 1
     budget.copied_last = True
-    return frame
+    return sub
 
 
-def _copy_file(src: int, dfd: int, name: str, st: os.stat_result) -> None:
-    # The O_PATH descriptor is a regular file (fstat said so): reopening it through /proc
+def _copy_file(src: int, frame: _Frame, name: str, st: Stat, budget: _Budget) -> None:
+    # The O_PATH descriptor is a regular file (statx said so): reopening it through /proc
     # reads that very inode, and never a FIFO or a device swapped in by name.
     rfd = os.open(f"/proc/self/fd/{src}", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.fstat(rfd).st_mode):
-            raise OSError(0, "changed under the hook")
-        wfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        wfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      stat.S_IMODE(st.st_mode), dir_fd=frame.dst)
         try:
             left = st.st_size
             while left > 0:
@@ -167,15 +234,9 @@ def _copy_file(src: int, dfd: int, name: str, st: os.stat_result) -> None:
                 if sent == 0:
                     break  # shorter than it said: what there is
                 left -= sent
+            _owner(wfd, st, budget, frame, False)
+            os.utime(wfd, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(wfd)
     finally:
         os.close(rfd)
-
-
-def _attributes(dfd: int, name: str, st: os.stat_result) -> None:
-    """The image's owner, mode and times, on the copy (a symlink: owner and times only)."""
-    os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
-    if not stat.S_ISLNK(st.st_mode):
-        os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dfd)
-    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)

@@ -120,3 +120,43 @@ def test_copy_up_is_capped_whatever_the_tmpfs_size() -> None:
     plan = plan_for(facts=make_facts(ram=64 << 30))  # /tmp's tmpfs would be 32 GiB
     assert {m.target: m.copy_up for m in plan.mounts if m.copy_up} == {
         "/run": COPY_UP_MAX, "/run/lock": COPY_UP_MAX, "/tmp": COPY_UP_MAX, "/var/log/journal": COPY_UP_MAX}
+
+
+def test_modes_set_id_bits_owners_and_directory_times_are_the_images(tmp_path: Path) -> None:
+    """Each entry is created with its final mode (the umask does not apply), set-id bits survive
+    the chown that would clear them, a set-group-ID directory passes its group on as it does in
+    the image, and a directory keeps its time although its content was copied in after it."""
+    with FakeContainer(tmp_path / "c") as c:
+        run = c.rootfs / "run"
+        entries = {  # name: (kind, mode, uid, gid)
+            "shared": ("dir", 0o2775, 0, 4321),
+            "shared/inherits": ("file", 0o664, 1234, 4321),
+            "shared/sub": ("dir", 0o2750, 1234, 4321),
+            "shared/not-sgid": ("dir", 0o755, 0, 4321),
+            "plain": ("dir", 0o700, 1234, 1234),
+            "plain/suid": ("file", 0o4755, 1234, 1234),
+            "plain/sgid-root": ("file", 0o2711, 0, 0),
+            "sticky": ("dir", 0o1777, 0, 0),
+            "sticky/inner": ("dir", 0o755, 0, 0),
+            "odd": ("file", 0o1604, 0, 0),
+        }
+        for name, (kind, *_) in entries.items():
+            if kind == "dir":
+                (run / name).mkdir()
+            else:
+                (run / name).write_text(name)
+        for name, (_, mode, uid, gid) in sorted(entries.items(), key=lambda e: -e[0].count("/")):
+            os.chown(run / name, uid, gid)
+            os.chmod(run / name, mode)
+            os.utime(run / name, (1_100_000_000, 1_200_000_000))
+        res = c.run_hook(env={"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": ""})
+        assert res.returncode == 0 and res.stderr == "", res.stderr
+        inside = c.inside("/run")
+        for name, (kind, mode, uid, gid) in entries.items():
+            st = (inside / name).lstat()
+            got = ("dir" if stat.S_ISDIR(st.st_mode) else "file", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+            assert got == (kind, mode, uid, gid), name
+            assert int(st.st_mtime) == 1_200_000_000, name
+            if kind == "file":
+                assert (inside / name).read_text() == name
+        assert c.poststop().returncode == 0

@@ -3,6 +3,7 @@ which options and owner, and what the host looks like afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -294,3 +295,32 @@ def test_read_only_image_without_tmp_is_refused(tmp_path: Path) -> None:
         assert res.returncode == 2 and "read-only" in res.stderr and "/tmp" in res.stderr, res.stderr
         assert [(m.mountpoint, m.fstype) for m in c.mounts()] == before
         assert not (c.state_dir / c.name).exists()
+
+
+def test_poststop_removes_what_prestart_made_and_anything_else(tmp_path: Path) -> None:
+    """Poststop removes the state directory by the names the record lists: they are all there
+    is after prestart. Anything else in it goes through the generic walk, and a name that leads
+    out of the directory is never followed."""
+    with FakeContainer(tmp_path) as c:
+        assert c.run_hook().returncode == 0
+        state = c.state_dir / c.name
+        record = json.loads((state / "record.json").read_text())
+        present = set()
+        for dirpath, dirnames, filenames in os.walk(state):
+            rel = os.path.relpath(dirpath, state)
+            if rel == "unix-export":  # the container's tmpfs: unmounted before the removal
+                dirnames.clear()
+                continue
+            present |= {os.path.normpath(os.path.join(rel, n)) + "/" for n in dirnames}
+            present |= {os.path.normpath(os.path.join(rel, n)) for n in filenames}
+        assert present <= set(record["made"]), present - set(record["made"])
+        assert record["made"][-3:] == ["host/unix-export/", "host/", "unix-export/"]
+        (state / "extra" / "deep").mkdir(parents=True)
+        (state / "extra" / "deep" / "file").write_text("x")
+        victim = tmp_path / "victim"
+        victim.write_text("keep\n")
+        record["made"].insert(0, "../../victim")
+        (state / "record.json").write_text(json.dumps(record))
+        assert c.poststop().returncode == 0
+        assert not state.exists()
+        assert victim.read_text() == "keep\n"
