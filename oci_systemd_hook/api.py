@@ -102,8 +102,9 @@ def prestart(state: State, settings: Settings | None = None, log: Log | None = N
         return plan
     from oci_systemd_hook.apply import prestart as apply_prestart
 
-    for line in plan.render().splitlines():
-        log.debug("plan: " + line)
+    if log.debug_enabled:
+        for line in plan.render().splitlines():
+            log.debug("plan: " + line)
     # Nothing was unmounted since planning: the mount tables read then are still the ones before.
     apply_prestart(plan, state.pid, log, state.bundle, plan.mounts_seen if earlier is None else None)
     log.info(f"prepared for systemd: machine-id {plan.machine_id}, {len(plan.mounts)} mounts")

@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 
-from oci_systemd_hook import linux, registry
+from oci_systemd_hook import jsonlite, linux, registry
 from oci_systemd_hook.errors import HookError, InputError, ReadOnlyImage
 from oci_systemd_hook.hostfacts import MountInfo, below, parse_mountinfo
 from oci_systemd_hook.hoststate import RECORD, process_start, write_record
@@ -95,6 +95,7 @@ class Record:
 
     def __init__(self, plan: Plan, bundle: str, pid: int) -> None:
         self.plan = plan
+        self.written = ""
         self.data: dict[str, object] = {
             "id": plan.container_id,
             "bundle": bundle,
@@ -103,8 +104,9 @@ class Record:
             "rootfs": plan.rootfs,
             "machine_id": plan.machine_id,
             "journal_root": plan.journal_root,
-            "journal": "",  # the machine id whose journal is linked, once claimed
-            "journal_created": False,
+            # the machine id whose journal is linked: set before it is claimed (poststop removes a
+            # journal only where the registry says it is this container's), cleared if it is not
+            "journal": plan.machine_id if any(h.kind == "journal" for h in plan.host_steps) else "",
             "journal_mode": plan.journal_mode,
             "planned": [plan.rootfs.rstrip("/") + m.target for m in plan.mounts if m.kind != "mask"],
             "mounted": [],
@@ -122,7 +124,12 @@ class Record:
         }
 
     def write(self) -> None:
-        write_record(self.plan.state_dir, self.data)
+        """Write the record unless it says nothing new since the last time (each write costs a
+        file, a rename and, on some filesystems, a flush)."""
+        text = jsonlite.dumps(self.data)
+        if text != self.written:
+            write_record(self.plan.state_dir, self.data)
+            self.written = text
 
 
 def _made(plan: Plan) -> list[str]:
@@ -489,6 +496,9 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
     attached: list[int] = []
     mounted: list[str] = []
     record = Record(plan, bundle, pid)
+    if seen:  # the mounts before: known already, so that the first record has them
+        record.data["host_before"] = _ids(seen[0])
+        record.data["container_before"] = _ids(seen[1])
     try:
         ns_path = f"/proc/{pid}/ns/mnt"
         try:
@@ -502,16 +512,16 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
             for step in plan.host_steps:
                 if step.kind == "journal":
                     try:
-                        created = _host_step(step, plan, undo, log)
+                        _host_step(step, plan, undo, log)
                     except HookError as exc:  # someone else's by now: the journal stays volatile
                         log.warning(f"not linking the journal: {exc.message}")
+                        record.data["journal"] = ""
                         plan.mounts = [m for m in plan.mounts if m.source != step.path]
                         plan.journal_dir = ""
                         record.data["planned"] = [plan.rootfs.rstrip("/") + m.target for m in plan.mounts
                                                   if m.kind != "mask"]
                         continue
                     record.data["journal"] = plan.machine_id
-                    record.data["journal_created"] = created
                     continue
                 if step.kind == "notify":
                     from oci_systemd_hook import notifyrelay
@@ -528,10 +538,13 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
                 _host_step(step, plan, undo, log)
                 if step.path == plan.state_dir:
                     record.write()
-            container_mounts = seen[1] if seen else _live_mounts(pid)
-            record.data["host_before"] = _ids(seen[0] if seen else _live_mounts())
-            record.data["container_before"] = _ids(container_mounts)
-            record.write()
+            if seen:
+                container_mounts = seen[1]
+            else:
+                container_mounts = _live_mounts(pid)
+                record.data["host_before"] = _ids(_live_mounts())
+                record.data["container_before"] = _ids(container_mounts)
+            record.write()  # what the host steps added (a journal not linked after all, the relay)
             _clone_sources(plan, sources, undo.cgroup2)
             _fault("setns")
             linux.setns(target_ns, linux.CLONE_NEWNS)
@@ -564,11 +577,13 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
             os.close(target_ns)
             os.close(own_ns)
         # With shared propagation our mounts appeared in the host's namespace too: remember
-        # exactly which (by mount id), so that poststop unmounts those and nothing else.
-        before = set(record.data["host_before"])  # type: ignore[call-overload]
-        ours = set(mounted)
-        record.data["propagated"] = [[m.mount_id, m.mountpoint, m.fstype] for m in _live_mounts()
-                                     if m.mount_id not in before and m.mountpoint in ours]
+        # exactly which (by mount id), so that poststop unmounts those and nothing else. Only a
+        # shared mount in the container's namespace sends anything anywhere.
+        if any(m.shared for m in container_mounts):
+            before = set(record.data["host_before"])  # type: ignore[call-overload]
+            ours = set(mounted)
+            record.data["propagated"] = [[m.mount_id, m.mountpoint, m.fstype] for m in _live_mounts()
+                                         if m.mount_id not in before and m.mountpoint in ours]
         record.data["mounted"] = mounted
         record.data["complete"] = True
         record.write()

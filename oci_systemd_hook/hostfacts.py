@@ -14,10 +14,11 @@ from oci_systemd_hook.errors import HookError, InputError
 class MountInfo:
     """One line of /proc/PID/mountinfo."""
 
-    __slots__ = ("mount_id", "parent_id", "root", "mountpoint", "options", "fstype", "source", "super_options")
+    __slots__ = ("mount_id", "parent_id", "root", "mountpoint", "options", "fstype", "source", "super_options",
+                 "shared")
 
     def __init__(self, mount_id: int, parent_id: int, root: str, mountpoint: str, options: str,
-                 fstype: str, source: str, super_options: str) -> None:
+                 fstype: str, source: str, super_options: str, shared: bool = False) -> None:
         self.mount_id = mount_id
         self.parent_id = parent_id
         self.root = root
@@ -26,6 +27,7 @@ class MountInfo:
         self.fstype = fstype
         self.source = source
         self.super_options = super_options
+        self.shared = shared  # in a peer group ("shared:N"): mounts below it propagate to its peers
 
     def option_set(self) -> set[str]:
         return set(self.options.split(",")) | set(self.super_options.split(","))
@@ -55,7 +57,8 @@ def parse_mountinfo(text: str) -> list[MountInfo]:
             sep = fields.index("-", 6)
             entries.append(MountInfo(int(fields[0]), int(fields[1]), _unescape(fields[3]), _unescape(fields[4]),
                                      fields[5], fields[sep + 1], _unescape(fields[sep + 2]),
-                                     fields[sep + 3] if len(fields) > sep + 3 else ""))
+                                     fields[sep + 3] if len(fields) > sep + 3 else "",
+                                     any(f.startswith("shared:") for f in fields[6:sep])))
         except (ValueError, IndexError):
             continue
     return entries
