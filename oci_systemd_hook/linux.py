@@ -127,6 +127,7 @@ _umount2 = _function("umount2")
 _statx = _function("statx")
 _socket = _function("socket")
 _sendto = _function("sendto")
+_bind = _function("bind")
 
 
 def _u64s(*values: int) -> bytes:
@@ -287,15 +288,31 @@ def attach(mount_fd: int, target_fd: int) -> None:
     move_mount(mount_fd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
 
 
+def _sockaddr_un(path: str) -> bytes:
+    raw = os.fsencode(path)
+    if len(raw) >= _SUN_PATH_MAX:
+        raise OSError(36, "socket path too long", path)  # ENAMETOOLONG
+    return _AF_UNIX.to_bytes(2, sys.byteorder) + raw + b"\0"
+
+
+def bound_datagram_socket(path: str) -> int:
+    """A datagram socket (blocking, close-on-exec) bound at `path`; returns its descriptor."""
+    addr = _sockaddr_un(path)
+    fd = _check(_socket(_AF_UNIX, _SOCK_DGRAM_NONBLOCK_CLOEXEC & ~os.O_NONBLOCK, 0), "socket")
+    try:
+        _check(_bind(fd, addr, len(addr)), "bind", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def send_datagram(path: str, data: bytes) -> None:
     """Send one datagram to the AF_UNIX socket at `path`, never blocking (syslog's /dev/log).
 
     Here rather than through `_socket`, whose import costs a millisecond on every prestart
     that already has libc at hand for its mounts."""
-    raw = os.fsencode(path)
-    if len(raw) >= _SUN_PATH_MAX:
-        raise OSError(36, "socket path too long", path)  # ENAMETOOLONG
-    addr = _AF_UNIX.to_bytes(2, sys.byteorder) + raw + b"\0"
+    addr = _sockaddr_un(path)
     fd = _check(_socket(_AF_UNIX, _SOCK_DGRAM_NONBLOCK_CLOEXEC, 0), "socket")
     try:
         _check(_sendto(fd, data, _size_t(len(data)), _MSG_DONTWAIT_NOSIGNAL, addr, len(addr)), "sendto", path)

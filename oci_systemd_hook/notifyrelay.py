@@ -54,15 +54,13 @@ def _write(dfd: int, state: dict[str, object]) -> None:
 
 def serve(state_dir: str, pid: int, sock_fd: int) -> int:
     """Relay what arrives on the bound socket `sock_fd` until the init `pid` exits."""
-    import select
-    import socket
+    import select  # not `socket`: read(2) takes one datagram, and the module costs a start-up's worth
 
     dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    sock = socket.socket(fileno=sock_fd)
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:  # the container is gone already
-        sock.close()
+        os.close(sock_fd)
         os.close(dfd)
         return 1
     state: dict[str, object] = {"relay_pid": os.getpid(), "messages": 0}
@@ -71,12 +69,12 @@ def serve(state_dir: str, pid: int, sock_fd: int) -> int:
     try:
         while True:
             timeout = max(0.0, WRITE_INTERVAL - (time.monotonic() - last)) if dirty else None
-            readable, _, _ = select.select([sock.fileno(), pidfd], [], [], timeout)
+            readable, _, _ = select.select([sock_fd, pidfd], [], [], timeout)
             if pidfd in readable:
                 break
-            if sock.fileno() in readable:
+            if sock_fd in readable:
                 try:
-                    datagram = sock.recv(MAX_DATAGRAM)
+                    datagram = os.read(sock_fd, MAX_DATAGRAM)  # one datagram, a longer one cut
                 except OSError:
                     continue
                 fields = parse(datagram)
@@ -90,7 +88,7 @@ def serve(state_dir: str, pid: int, sock_fd: int) -> int:
         state["init_exited"] = True
         _write(dfd, state)
     finally:
-        sock.close()
+        os.close(sock_fd)
         os.close(pidfd)
         try:
             os.unlink(SOCKET, dir_fd=dfd)
@@ -103,22 +101,20 @@ def serve(state_dir: str, pid: int, sock_fd: int) -> int:
 def start(state_dir: str, pid: int, uid: int, gid: int) -> int:
     """Bind the socket (here, so that prestart can mount it at once) and start the relay
     detached on it; return the relay's pid. Nothing waits for the relay's own start-up."""
-    import _socket
+    from oci_systemd_hook import linux  # loaded by prestart already: no socket module to import
 
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # not installer: it loads json
     code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from oci_systemd_hook.notifyrelay import main; "
             "sys.exit(main(sys.argv[1:]))")
     argv = [sys.executable, "-IS", "-c", code, package_parent, state_dir, str(pid), "3"]
     dfd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
     fd = -1
     try:
         # Bound through the directory descriptor: the name cannot be redirected, and the path
         # stays short (AF_UNIX allows 107 bytes). Only root and the container's root may send.
-        sock.bind(f"/proc/self/fd/{dfd}/{SOCKET}")
+        fd = linux.bound_datagram_socket(f"/proc/self/fd/{dfd}/{SOCKET}")
         os.chown(SOCKET, uid, gid, dir_fd=dfd, follow_symlinks=False)
         os.chmod(SOCKET, 0o600, dir_fd=dfd, follow_symlinks=False)
-        fd = os.dup(sock.fileno())
         if fd == 3:  # dup2(3, 3) would keep close-on-exec: hand over another number
             fd, spare = os.dup(fd), fd
             os.close(spare)
@@ -133,7 +129,6 @@ def start(state_dir: str, pid: int, uid: int, gid: int) -> int:
     finally:
         if fd >= 0:
             os.close(fd)
-        sock.close()
         os.close(dfd)
 
 
