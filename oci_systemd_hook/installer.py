@@ -72,7 +72,7 @@ def launcher_text(python: str, package_dir: str) -> str:
             "    exit 1\n"
             "fi\n"
             'exec "$python" -IS -c \'import sys; sys.path.append(sys.argv.pop(1)); '
-            "from oci_systemd_hook.cli import main; sys.exit(main())' \"$package_dir\" \"$@\"\n")
+            "from oci_systemd_hook.cli import run; run()' \"$package_dir\" \"$@\"\n")
 
 
 def runtime_text(python: str, package_dir: str, hook: str, runc: str) -> str:

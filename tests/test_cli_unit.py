@@ -451,3 +451,17 @@ def test_tool_usage_errors_stay_out_of_syslog(tmp_path: Path) -> None:
             assert res.returncode == 2, args
         with pytest.raises(BlockingIOError):
             server.recv(4096)
+
+
+@pytest.mark.parametrize(("argv", "code", "out"), [(["--version"], 0, f"oci-systemd-hook {__version__}\n"),
+                                                   (["--frobnicate"], 2, "")])
+def test_the_launchers_entry_exits_at_once_with_everything_written(argv: list[str], code: int, out: str) -> None:
+    """`run` leaves through os._exit, past Python's shutdown: the output must be complete
+    (stdout is a pipe here, so block-buffered) and the status main's."""
+    res = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                          "from oci_systemd_hook.cli import run; run()", str(REPO), *argv],
+                         capture_output=True, text=True, timeout=60, env={"OCI_SYSTEMD_HOOK_SYSLOG_SOCKET": ""},
+                         check=False)
+    assert (res.returncode, res.stdout) == (code, out), res.stderr
+    if code:
+        assert_one_line_error(res.stderr, "unknown option")

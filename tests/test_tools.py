@@ -63,7 +63,7 @@ def test_install_writes_launcher_json_man_page_and_manifest(installed: Path) -> 
     assert f"python='{sys.executable}'\n" in text and f"package_dir='{REPO}'\n" in text
     assert '"$python" -IS -c' in text
     assert repr(str(REPO)) in text  # the directory that holds the package
-    assert "from oci_systemd_hook.cli import main" in text
+    assert "from oci_systemd_hook.cli import run; run()" in text
     for rel in (JSON_FILE, ANNOTATION_FILE, MAN_FILE, MANIFEST):
         assert stat.S_IMODE((installed / rel).stat().st_mode) == 0o644, rel
     assert (installed / MAN_FILE).read_bytes() == (REPO / "man" / "oci-systemd-hook.1").read_bytes()
