@@ -39,6 +39,7 @@ class _HostUndo:
         self.cgroup2 = -1  # the hook's own detached cgroup2 mount (legacy hosts), -1 if none
         self.moved = 0  # the pid moved into a cgroup2 group of ours
         self.relay = 0  # the notify relay started, ended again on rollback
+        self.notify_fd = -1  # its socket, bound at the host step, handed to the relay at the end
         self.mounts: list[int] = []  # tmpfs attached on the host (in the state directory)
 
     def rollback(self, log: Log) -> None:
@@ -523,13 +524,11 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
                         continue
                     record.data["journal"] = plan.machine_id
                     continue
-                if step.kind == "notify":
+                if step.kind == "notify":  # the socket now, the relay on it once the mounts are made
                     from oci_systemd_hook import notifyrelay
 
                     assert step.uid is not None and step.gid is not None
-                    relay = notifyrelay.start(plan.state_dir, pid, step.uid, step.gid)
-                    undo.relay = relay
-                    record.data["relay"] = [relay, process_start(relay)]
+                    undo.notify_fd = notifyrelay.bind(plan.state_dir, step.uid, step.gid)
                     continue
                 if step.kind == "cgroup2-group":
                     record.data["cgroup2_group"] = step.path
@@ -585,6 +584,11 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
             record.data["propagated"] = [[m.mount_id, m.mountpoint, m.fstype] for m in _live_mounts()
                                          if m.mount_id not in before and m.mountpoint in ours]
         record.data["mounted"] = mounted
+        if undo.notify_fd >= 0:
+            from oci_systemd_hook import notifyrelay
+
+            undo.relay = notifyrelay.spawn(plan.state_dir, pid, undo.notify_fd)
+            record.data["relay"] = [undo.relay, process_start(undo.relay)]
         record.data["complete"] = True
         record.write()
     except BaseException as exc:
@@ -594,7 +598,8 @@ def prestart(plan: Plan, pid: int, log: Log, bundle: str = "",
             raise HookError(f"prestart failed: {exc.strerror}{where}") from None
         raise
     finally:
-        for fd in list(sources.values()) + attached + undo.mounts + ([undo.cgroup2] if undo.cgroup2 >= 0 else []):
+        extra = [fd for fd in (undo.cgroup2, undo.notify_fd) if fd >= 0]
+        for fd in list(sources.values()) + attached + undo.mounts + extra:
             try:
                 os.close(fd)
             except OSError:

@@ -98,38 +98,48 @@ def serve(state_dir: str, pid: int, sock_fd: int) -> int:
     return 0
 
 
-def start(state_dir: str, pid: int, uid: int, gid: int) -> int:
-    """Bind the socket (here, so that prestart can mount it at once) and start the relay
-    detached on it; return the relay's pid. Nothing waits for the relay's own start-up."""
+def bind(state_dir: str, uid: int, gid: int) -> int:
+    """Bind the relay's socket at `<state_dir>/notify` (here, so that prestart can mount it at
+    once); return its descriptor. Only root and the container's root may send to it."""
     from oci_systemd_hook import linux  # loaded by prestart already: no socket module to import
 
+    dfd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        # Through the directory descriptor: the name cannot be redirected, and the path stays
+        # short (AF_UNIX allows 107 bytes).
+        fd = linux.bound_datagram_socket(f"/proc/self/fd/{dfd}/{SOCKET}")
+        try:
+            os.chown(SOCKET, uid, gid, dir_fd=dfd, follow_symlinks=False)
+            os.chmod(SOCKET, 0o600, dir_fd=dfd, follow_symlinks=False)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    finally:
+        os.close(dfd)
+
+
+def spawn(state_dir: str, pid: int, fd: int) -> int:
+    """Start the relay, detached, on the bound socket `fd` (which stays the caller's to close);
+    return its pid. Nothing waits for the relay's own start-up: prestart spawns it last, so
+    that its start competes with nothing of the hook's."""
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # not installer: it loads json
     code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from oci_systemd_hook.notifyrelay import main; "
             "sys.exit(main(sys.argv[1:]))")
     argv = [sys.executable, "-IS", "-c", code, package_parent, state_dir, str(pid), "3"]
-    dfd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    fd = -1
+    # Its own session, stdio on /dev/null: the runtime waits for the hook's output pipes to
+    # close, and the relay must not hold them. (dup2(3, 3) would keep close-on-exec.)
+    spare = os.dup(fd) if fd == 3 else -1
     try:
-        # Bound through the directory descriptor: the name cannot be redirected, and the path
-        # stays short (AF_UNIX allows 107 bytes). Only root and the container's root may send.
-        fd = linux.bound_datagram_socket(f"/proc/self/fd/{dfd}/{SOCKET}")
-        os.chown(SOCKET, uid, gid, dir_fd=dfd, follow_symlinks=False)
-        os.chmod(SOCKET, 0o600, dir_fd=dfd, follow_symlinks=False)
-        if fd == 3:  # dup2(3, 3) would keep close-on-exec: hand over another number
-            fd, spare = os.dup(fd), fd
-            os.close(spare)
-        # Its own session, stdio on /dev/null: the runtime waits for the hook's output pipes to
-        # close, and the relay must not hold them.
         return os.posix_spawn(sys.executable, argv, {}, setsid=True, file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
             (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_DUP2, fd, 3),
+            (os.POSIX_SPAWN_DUP2, spare if spare >= 0 else fd, 3),
         ])
     finally:
-        if fd >= 0:
-            os.close(fd)
-        os.close(dfd)
+        if spare >= 0:
+            os.close(spare)
 
 
 def main(argv: list[str]) -> int:
