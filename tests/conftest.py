@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -30,3 +34,21 @@ def pytest_report_header() -> list[str]:
         except Exception as exc:  # a header must never fail the run
             lines.append(f"image {release}: systemd version unreadable ({exc})")
     return lines
+
+
+@pytest.fixture(autouse=True)
+def _no_mount_outlives_its_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After each test (its own assertions have run by then), unmount what is still mounted
+    below pytest's temporary directories: a test that never ran poststop leaves its
+    container's unix-export tmpfs on the host, and later tests would read a longer mount
+    table (and pytest could not remove the directories)."""
+    yield
+    if os.geteuid() != 0:
+        return
+    from oci_systemd_hook.hostfacts import parse_mountinfo
+
+    base = str(tmp_path_factory.getbasetemp().parent)
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        left = [m.mountpoint for m in parse_mountinfo(f.read()) if m.mountpoint.startswith(base + "/")]
+    for mountpoint in reversed(left):
+        subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)
