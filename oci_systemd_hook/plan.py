@@ -144,6 +144,8 @@ class Plan:
             if h.label:
                 extra += f" label {h.label}"
             src = f" from {h.source}" if h.source else ""
+            if h.data:
+                extra += f" [{','.join(h.data)}]"
             lines.append(f"host   {h.kind:<12} {h.path}{src}{extra}")
         for m in self.mounts:
             what = "tmpfs" if m.kind == "tmpfs" else m.source
