@@ -80,6 +80,8 @@ _AF_UNIX = 1
 _SOCK_DGRAM_NONBLOCK_CLOEXEC = (1 if os.uname().machine.startswith("mips") else 2) | os.O_NONBLOCK | os.O_CLOEXEC
 _MSG_DONTWAIT_NOSIGNAL = 0x40 | 0x4000
 _SUN_PATH_MAX = 108
+_SOL_SOCKET = 1
+_SO_PASSCRED = 16
 
 
 def _bind_libc() -> tuple[Callable[[str], Any], Any, Callable[[int], Any], Callable[[], int]]:
@@ -128,6 +130,7 @@ _statx = _function("statx")
 _socket = _function("socket")
 _sendto = _function("sendto")
 _bind = _function("bind")
+_setsockopt = _function("setsockopt")
 
 
 def _u64s(*values: int) -> bytes:
@@ -295,11 +298,16 @@ def _sockaddr_un(path: str) -> bytes:
     return _AF_UNIX.to_bytes(2, sys.byteorder) + raw + b"\0"
 
 
-def bound_datagram_socket(path: str) -> int:
-    """A datagram socket (blocking, close-on-exec) bound at `path`; returns its descriptor."""
+def bound_datagram_socket(path: str, pass_credentials: bool = False) -> int:
+    """A datagram socket (blocking, close-on-exec) bound at `path`; returns its descriptor.
+
+    `pass_credentials`: SO_PASSCRED from the start, so that every datagram, those queued
+    before the reader starts included, says which process sent it."""
     addr = _sockaddr_un(path)
     fd = _check(_socket(_AF_UNIX, _SOCK_DGRAM_NONBLOCK_CLOEXEC & ~os.O_NONBLOCK, 0), "socket")
     try:
+        if pass_credentials:
+            _check(_setsockopt(fd, _SOL_SOCKET, _SO_PASSCRED, (1).to_bytes(4, sys.byteorder), 4), "setsockopt")
         _check(_bind(fd, addr, len(addr)), "bind", path)
     except BaseException:
         os.close(fd)

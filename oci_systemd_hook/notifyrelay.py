@@ -8,6 +8,10 @@ runtime does not wait for it), in the host's namespaces. It binds a datagram soc
 `<state-dir>/<id>/notify`, which prestart binds over /run/host/notify, and records what
 systemd says in `<state-dir>/<id>/notify.json` for `status` and `wait`.
 
+Only the container's init speaks for it: each datagram carries its sender's credentials
+(SO_PASSCRED), and what another process sends (the container's root may write to the
+socket) is counted as ignored, never recorded.
+
 Bounded by design: datagrams are read into a fixed buffer (longer ones are cut), only
 known keys are kept, each value cut to MAX_VALUE, the record rewritten at most every
 WRITE_INTERVAL seconds; it writes only those two names in its own directory (opened once,
@@ -52,18 +56,40 @@ def _write(dfd: int, state: dict[str, object]) -> None:
     os.rename(tmp, RECORD, src_dir_fd=dfd, dst_dir_fd=dfd)
 
 
+_SCM_CREDENTIALS = 2
+_SO_PASSCRED = 16
+
+
+def sender(cmsgs: list[tuple[int, int, bytes]]) -> int:
+    """The pid (in the relay's pid namespace, the host's) that SCM_CREDENTIALS names; 0 if none."""
+    for level, kind, data in cmsgs:
+        if level == 1 and kind == _SCM_CREDENTIALS and len(data) >= 4:  # SOL_SOCKET
+            return int.from_bytes(data[:4], sys.byteorder, signed=True)
+    return 0
+
+
 def serve(state_dir: str, pid: int, sock_fd: int) -> int:
     """Relay what arrives on the bound socket `sock_fd` until the init `pid` exits."""
-    import select  # not `socket`: read(2) takes one datagram, and the module costs a start-up's worth
+    import select
 
+    try:
+        import _socket  # not `socket`, whose import costs as much as a start-up
+    except ImportError:  # an interpreter without CPython's private module
+        import socket as _socket  # type: ignore[no-redef]
+
+    sock = _socket.socket(fileno=sock_fd)
     dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:  # the container is gone already
-        os.close(sock_fd)
+        sock.close()
         os.close(dfd)
         return 1
-    state: dict[str, object] = {"relay_pid": os.getpid(), "messages": 0}
+    sock.setsockopt(_socket.SOL_SOCKET, _SO_PASSCRED, 1)  # the hook set it already; harmless twice
+    ancillary = _socket.CMSG_SPACE(12)  # struct ucred: pid, uid, gid
+    # What other processes send (the container's root may write to the socket, as the init's
+    # children may) is counted, never recorded: only the init speaks for the container.
+    state: dict[str, object] = {"relay_pid": os.getpid(), "messages": 0, "ignored": 0}
     _write(dfd, state)
     dirty, last = False, 0.0
     try:
@@ -74,8 +100,12 @@ def serve(state_dir: str, pid: int, sock_fd: int) -> int:
                 break
             if sock_fd in readable:
                 try:
-                    datagram = os.read(sock_fd, MAX_DATAGRAM)  # one datagram, a longer one cut
+                    datagram, cmsgs, _, _ = sock.recvmsg(MAX_DATAGRAM, ancillary)  # a longer one cut
                 except OSError:
+                    continue
+                if sender(cmsgs) != pid:
+                    state["ignored"] = int(state["ignored"]) + 1  # type: ignore[call-overload]
+                    dirty = True
                     continue
                 fields = parse(datagram)
                 state["messages"] = int(state["messages"]) + 1  # type: ignore[call-overload]
@@ -88,7 +118,7 @@ def serve(state_dir: str, pid: int, sock_fd: int) -> int:
         state["init_exited"] = True
         _write(dfd, state)
     finally:
-        os.close(sock_fd)
+        sock.close()
         os.close(pidfd)
         try:
             os.unlink(SOCKET, dir_fd=dfd)
@@ -107,7 +137,7 @@ def bind(state_dir: str, uid: int, gid: int) -> int:
     try:
         # Through the directory descriptor: the name cannot be redirected, and the path stays
         # short (AF_UNIX allows 107 bytes).
-        fd = linux.bound_datagram_socket(f"/proc/self/fd/{dfd}/{SOCKET}")
+        fd = linux.bound_datagram_socket(f"/proc/self/fd/{dfd}/{SOCKET}", pass_credentials=True)
         try:
             os.chown(SOCKET, uid, gid, dir_fd=dfd, follow_symlinks=False)
             os.chmod(SOCKET, 0o600, dir_fd=dfd, follow_symlinks=False)

@@ -116,7 +116,9 @@ def _status(state_root: str, cid: str, timeout: float | None) -> int:
     level = state.get("X_SYSTEMD_SIGNALS_LEVEL", "")
     word = "ready" if ready else ("stopped" if gone else "starting")
     print(f"{cid}: {word}" + (f", status: {state['STATUS']}" if state.get("STATUS") else "")
-          + (f", signals level {level}" if level else "") + f" ({state.get('messages', 0)} messages)")
+          + (f", signals level {level}" if level else "") + f" ({state.get('messages', 0)} messages"
+          + (f", {state['ignored']} ignored from other processes than the init" if state.get("ignored") else "")
+          + ")")
     if timeout is None:
         return 0 if ready else 1
     return 0 if ready else 2

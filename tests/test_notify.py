@@ -57,6 +57,18 @@ def test_wait_status_flood_and_the_relay_gone_after_poststop(tmp_path: Path) -> 
         c.create()
         relay, _ = json.loads((state_dir / c.id / "record.json").read_text())["relay"]
         assert tool(state_dir, "status", c.id).returncode == 1, "not ready before it starts"
+        # Only the init speaks for the container: READY=1 from anyone else (root on the host
+        # here, or a process in the container) is counted as ignored, never recorded.
+        dfd = os.open(state_dir / c.id, os.O_PATH | os.O_DIRECTORY)
+        target = f"/proc/self/fd/{dfd}/notify"  # the real path is longer than AF_UNIX allows
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as fake:
+            fake.sendto(b"READY=1\nSTATUS=forged", target)
+        deadline = time.monotonic() + 10
+        while json.loads((state_dir / c.id / "notify.json").read_text()).get("ignored") != 1:
+            assert time.monotonic() < deadline, (state_dir / c.id / "notify.json").read_text()
+            time.sleep(0.05)
+        res = tool(state_dir, "status", c.id)
+        assert res.returncode == 1 and "forged" not in res.stdout and "1 ignored" in res.stdout, res
         c.start()
         res = tool(state_dir, "wait", c.id, "--timeout", "60")
         assert res.returncode == 0 and "ready" in res.stdout, res
@@ -65,10 +77,10 @@ def test_wait_status_flood_and_the_relay_gone_after_poststop(tmp_path: Path) -> 
         # systemd said READY=1: a halt now is safe, and systemctl agrees it is up
         assert c.exec(["systemctl", "is-system-running", "--wait"], check=False).strip() in ("running", "degraded")
 
+        messages = json.loads((state_dir / c.id / "notify.json").read_text())["messages"]
+        assert messages >= 1, "systemd's own notifications are recorded"
         # A flood, as root on the host: the relay stays small, its record bounded, and it goes on.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        dfd = os.open(state_dir / c.id, os.O_PATH | os.O_DIRECTORY)
-        target = f"/proc/self/fd/{dfd}/notify"  # the real path is longer than AF_UNIX allows
         big = b"STATUS=" + b"x" * 60_000 + b"\nUNKNOWN=" + b"y" * 1000
         sent = 0
         for i in range(20_000):
@@ -84,7 +96,8 @@ def test_wait_status_flood_and_the_relay_gone_after_poststop(tmp_path: Path) -> 
         time.sleep(0.5)
         record = (state_dir / c.id / "notify.json").read_bytes()
         assert len(record) < 2048, len(record)
-        assert sent > 1000 and json.loads(record)["messages"] > 1000
+        assert sent > 1000 and json.loads(record)["ignored"] > 1000
+        assert json.loads(record)["messages"] - messages < 100, "the flood was recorded as the init's"
         assert vm_hwm_kib(relay) <= 12 * 1024, "the relay stays within 12 MB"
         assert tool(state_dir, "wait", c.id, "--timeout", "1").returncode == 0
 
