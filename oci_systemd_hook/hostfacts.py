@@ -50,15 +50,20 @@ def _unescape(field: str) -> str:
 
 
 def parse_mountinfo(text: str) -> list[MountInfo]:
-    entries = []
+    """Every well-formed line of a mountinfo text. Every prestart parses the host's, which
+    grows with the containers that run (each has its unix-export tmpfs there): kept lean."""
+    entries: list[MountInfo] = []
+    append = entries.append
     for line in text.splitlines():
         fields = line.split(" ")
         try:
             sep = fields.index("-", 6)
-            entries.append(MountInfo(int(fields[0]), int(fields[1]), _unescape(fields[3]), _unescape(fields[4]),
-                                     fields[5], fields[sep + 1], _unescape(fields[sep + 2]),
-                                     fields[sep + 3] if len(fields) > sep + 3 else "",
-                                     any(f.startswith("shared:") for f in fields[6:sep])))
+            root, mountpoint, source = fields[3], fields[4], fields[sep + 2]
+            if "\\" in line:
+                root, mountpoint, source = _unescape(root), _unescape(mountpoint), _unescape(source)
+            append(MountInfo(int(fields[0]), int(fields[1]), root, mountpoint, fields[5], fields[sep + 1], source,
+                             fields[sep + 3] if len(fields) > sep + 3 else "",
+                             sep > 6 and "shared:" in " ".join(fields[6:sep])))  # the optional fields
         except (ValueError, IndexError):
             continue
     return entries

@@ -182,3 +182,17 @@ def test_parses_this_hosts_real_tables() -> None:
     with open("/proc/self/cgroup") as f:
         cg = parse_proc_cgroup(f.read())
     assert all(p.startswith("/") for p in cg.values())
+
+
+def test_mountinfo_peer_groups_and_escapes() -> None:
+    """`shared` is set by a "shared:N" optional field only (a slave's "master:N" sends nothing,
+    and a mount point of that name is not a peer group);
+    octal escapes are undone in the root, the mount point and the source."""
+    text = ("1 0 0:1 / /a\\040b rw master:3 - tmpfs t\\011x rw\n"
+            "2 1 0:2 /x /c rw shared:4 master:5 - ext4 /dev/sda rw\n"
+            "3 1 0:3 / /d rw - proc proc rw\n"
+            "4 1 0:4 / /shared:9 rw master:1 - tmpfs tmpfs rw\n"
+            "not a mountinfo line\n")
+    got = [(m.mount_id, m.mountpoint, m.root, m.source, m.shared) for m in parse_mountinfo(text)]
+    assert got == [(1, "/a b", "/", "t\tx", False), (2, "/c", "/x", "/dev/sda", True), (3, "/d", "/", "proc", False),
+                   (4, "/shared:9", "/", "tmpfs", False)]
