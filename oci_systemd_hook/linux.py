@@ -76,12 +76,31 @@ MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
 
 _AF_UNIX = 1
-# SOCK_DGRAM is 1 on MIPS only; SOCK_NONBLOCK and SOCK_CLOEXEC are the O_ bits everywhere.
-_SOCK_DGRAM_NONBLOCK_CLOEXEC = (1 if os.uname().machine.startswith("mips") else 2) | os.O_NONBLOCK | os.O_CLOEXEC
-_MSG_DONTWAIT_NOSIGNAL = 0x40 | 0x4000
+_MSG_DONTWAIT_NOSIGNAL = 0x40 | 0x4000  # the same on every architecture (linux/socket.h)
 _SUN_PATH_MAX = 108
-_SOL_SOCKET = 1
-_SO_PASSCRED = 16
+
+
+def _socket_constants(machine: str) -> tuple[int, int, int]:
+    """(SOCK_DGRAM | SOCK_CLOEXEC, SOL_SOCKET, SO_PASSCRED) on this architecture.
+
+    Most use asm-generic/socket.h; these do not (each one's uapi asm/socket.h). SOCK_CLOEXEC
+    is O_CLOEXEC everywhere; SOCK_NONBLOCK is not (Alpha, PA-RISC), so it is never used:
+    a send says MSG_DONTWAIT instead."""
+    dgram, level, passcred = 2, 1, 16
+    if machine.startswith("mips"):
+        dgram, level, passcred = 1, 0xFFFF, 17
+    elif machine.startswith("alpha"):
+        level, passcred = 0xFFFF, 17
+    elif machine.startswith("sparc"):
+        level, passcred = 0xFFFF, 0x0002
+    elif machine.startswith("parisc"):
+        level, passcred = 0xFFFF, 0x4010
+    elif machine.startswith(("ppc", "powerpc")):
+        passcred = 20
+    return dgram | os.O_CLOEXEC, level, passcred
+
+
+_SOCK_DGRAM_CLOEXEC, _SOL_SOCKET, _SO_PASSCRED = _socket_constants(os.uname().machine)
 
 
 def _bind_libc() -> tuple[Callable[[str], Any], Any, Callable[[int], Any], Callable[[], int]]:
@@ -190,22 +209,28 @@ def umount2(path: str, flags: int) -> None:
     _check(_umount2(_b(path), flags), "umount2", path)
 
 
+def _statx_fd(fd: int, mask: int) -> tuple[bytes, int]:
+    """statx of `fd` itself (O_PATH and symlinks too): the raw struct, and its mount id (from
+    /proc/self/fdinfo on kernels before 5.8, which lack STATX_MNT_ID)."""
+    buf = _buffer(_STATX_SIZE)
+    _check(_statx(fd, b"", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, mask | STATX_MNT_ID, buf), "statx")
+    raw = bytes(buf)
+    if int.from_bytes(raw[0:4], sys.byteorder) & STATX_MNT_ID:
+        return raw, int.from_bytes(raw[_STATX_MNT_ID_OFFSET:_STATX_MNT_ID_OFFSET + 8], sys.byteorder)
+    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("mnt_id:"):
+                return raw, int(line.split()[1])
+    raise OSError(0, "cannot tell the mount of a descriptor")
+
+
 def mount_id(fd: int) -> int:
     """The id (as in mountinfo) of the mount that `fd` (any descriptor, O_PATH included) lies on.
 
     This is what tells a directory of the container's own root from one an image symlink led
     into a bind mount: the path alone cannot, after in-root resolution.
     """
-    buf = _buffer(_STATX_SIZE)
-    _check(_statx(fd, b"", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, buf), "statx")
-    raw = bytes(buf)
-    if int.from_bytes(raw[0:4], sys.byteorder) & STATX_MNT_ID:
-        return int.from_bytes(raw[_STATX_MNT_ID_OFFSET:_STATX_MNT_ID_OFFSET + 8], sys.byteorder)
-    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:  # kernels before 5.8
-        for line in f:
-            if line.startswith("mnt_id:"):
-                return int(line.split()[1])
-    raise OSError(0, "cannot tell the mount of a descriptor")
+    return _statx_fd(fd, 0)[1]
 
 
 class Stat:
@@ -214,7 +239,7 @@ class Stat:
 
     __slots__ = ("st_mode", "st_uid", "st_gid", "st_size", "st_atime_ns", "st_mtime_ns", "mount_id")
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, mnt_id: int) -> None:
         def u(offset: int, size: int) -> int:
             return int.from_bytes(raw[offset:offset + size], sys.byteorder)
 
@@ -222,22 +247,15 @@ class Stat:
         self.st_size = u(40, 8)
         self.st_atime_ns = int.from_bytes(raw[64:72], sys.byteorder, signed=True) * 10**9 + u(72, 4)
         self.st_mtime_ns = int.from_bytes(raw[112:120], sys.byteorder, signed=True) * 10**9 + u(120, 4)
-        self.mount_id = u(_STATX_MNT_ID_OFFSET, 8)
+        self.mount_id = mnt_id
 
 
 _STATX_BASIC_STATS = 0x7FF
 
 
 def stat_fd(fd: int) -> Stat:
-    """statx of `fd` itself (an O_PATH descriptor too, a symlink's included), with its mount id.
-
-    For kernels before 5.8 (no STATX_MNT_ID) the mount id comes from /proc/self/fdinfo."""
-    buf = _buffer(_STATX_SIZE)
-    _check(_statx(fd, b"", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, _STATX_BASIC_STATS | STATX_MNT_ID, buf), "statx")
-    st = Stat(bytes(buf))
-    if not int.from_bytes(bytes(buf)[0:4], sys.byteorder) & STATX_MNT_ID:
-        st.mount_id = mount_id(fd)
-    return st
+    """statx of `fd` itself (an O_PATH descriptor too, a symlink's included), with its mount id."""
+    return Stat(*_statx_fd(fd, _STATX_BASIC_STATS))
 
 
 def attrs(names: tuple[str, ...] | list[str]) -> int:
@@ -304,7 +322,7 @@ def bound_datagram_socket(path: str, pass_credentials: bool = False) -> int:
     `pass_credentials`: SO_PASSCRED from the start, so that every datagram, those queued
     before the reader starts included, says which process sent it."""
     addr = _sockaddr_un(path)
-    fd = _check(_socket(_AF_UNIX, _SOCK_DGRAM_NONBLOCK_CLOEXEC & ~os.O_NONBLOCK, 0), "socket")
+    fd = _check(_socket(_AF_UNIX, _SOCK_DGRAM_CLOEXEC, 0), "socket")
     try:
         if pass_credentials:
             _check(_setsockopt(fd, _SOL_SOCKET, _SO_PASSCRED, (1).to_bytes(4, sys.byteorder), 4), "setsockopt")
@@ -321,7 +339,7 @@ def send_datagram(path: str, data: bytes) -> None:
     Here rather than through `_socket`, whose import costs a millisecond on every prestart
     that already has libc at hand for its mounts."""
     addr = _sockaddr_un(path)
-    fd = _check(_socket(_AF_UNIX, _SOCK_DGRAM_NONBLOCK_CLOEXEC, 0), "socket")
+    fd = _check(_socket(_AF_UNIX, _SOCK_DGRAM_CLOEXEC, 0), "socket")
     try:
         _check(_sendto(fd, data, _size_t(len(data)), _MSG_DONTWAIT_NOSIGNAL, addr, len(addr)), "sendto", path)
     finally:

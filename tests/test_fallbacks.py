@@ -122,3 +122,49 @@ except OSError as exc:
         'assert "ctypes" in sys.modules', 'assert "ctypes" not in sys.modules')], capture_output=True, text=True,
         check=True).stdout
     assert out == fast and out.split()[1] == "2", (out, fast)
+
+
+def test_socket_constants_are_this_architectures() -> None:
+    """libc's socket calls get numbers that differ by architecture (MIPS, Alpha, SPARC,
+    PA-RISC, POWER): here they are checked against Python's own, and the relay's socket does
+    carry SO_PASSCRED from its bind on."""
+    import os
+
+    from oci_systemd_hook import linux
+
+    assert linux._socket_constants(os.uname().machine) == (socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                                           socket.SOL_SOCKET, socket.SO_PASSCRED)
+    assert linux._socket_constants("ppc64le")[2] == 20 and linux._socket_constants("mips64")[:2] == (
+        1 | os.O_CLOEXEC, 0xFFFF)
+
+
+RELAY = r"""
+import json, os, sys, tempfile, time
+sys.path.insert(0, {repo!r})
+import socket  # loaded before _socket is blocked: the relay must then take the public module
+sys.modules["_socket"] = None
+from oci_systemd_hook import linux, notifyrelay
+d = tempfile.mkdtemp()
+fd = linux.bound_datagram_socket(f"{{d}}/notify", pass_credentials=True)
+os.set_inheritable(fd, True)
+child = os.fork()
+if child == 0:  # the "init": says READY=1, and is gone
+    time.sleep(0.3)
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1\nSTATUS=up", f"{{d}}/notify")
+    time.sleep(0.3)
+    os._exit(0)
+socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1\nSTATUS=forged", f"{{d}}/notify")
+rc = notifyrelay.serve(d, child, fd)
+os.waitpid(child, 0)
+print(rc, json.dumps(json.load(open(f"{{d}}/notify.json"))))
+"""
+
+
+def test_the_relay_without_the_private_socket_module() -> None:
+    res = subprocess.run([sys.executable, "-I", "-c", RELAY.format(repo=str(REPO))], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    rc, record = res.stdout.split(" ", 1)
+    state = json.loads(record)
+    assert rc == "0" and state["READY"] == "1" and state["STATUS"] == "up", state
+    assert (state["messages"], state["ignored"], state["init_exited"]) == (1, 1, True)
