@@ -129,7 +129,7 @@ class Record:
         file, a rename and, on some filesystems, a flush)."""
         text = jsonlite.dumps(self.data)
         if text != self.written:
-            write_record(self.plan.state_dir, self.data)
+            write_record(self.plan.state_dir, self.data, text)
             self.written = text
 
 

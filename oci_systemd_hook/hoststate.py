@@ -10,20 +10,27 @@ import os
 
 from oci_systemd_hook import jsonlite
 
-__all__ = ["RECORD", "read_record", "write_record"]
+__all__ = ["RECORD", "read_record", "replace_file", "write_record"]
 
 RECORD = "record.json"
 
 
-def write_record(state_dir: str, record: dict[str, object]) -> None:
-    """Replace the record atomically, so a crash leaves the old or the new one."""
-    tmp = os.path.join(state_dir, RECORD + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+def replace_file(name: str, data: bytes, mode: int = 0o600, dir_fd: int | None = None) -> None:
+    """Replace `name` (below `dir_fd`, if given) atomically through `name`.tmp, so that a crash
+    leaves the old content or the new one; neither name is followed if it is a symlink."""
+    tmp = name + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
-        os.write(fd, jsonlite.dumps(record).encode())  # one line: read by the hook, not by people
+        os.write(fd, data)
     finally:
         os.close(fd)
-    os.rename(tmp, os.path.join(state_dir, RECORD))
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def write_record(state_dir: str, record: dict[str, object], text: str | None = None) -> None:
+    """Replace the record atomically (`text`: the record already serialised)."""
+    # One line: read by the hook, not by people.
+    replace_file(os.path.join(state_dir, RECORD), (jsonlite.dumps(record) if text is None else text).encode())
 
 
 def read_record(state_dir: str) -> dict[str, object] | None:

@@ -25,6 +25,7 @@ import sys
 import time
 
 from oci_systemd_hook import jsonlite
+from oci_systemd_hook.hoststate import replace_file
 
 SOCKET = "notify"
 RECORD = "notify.json"
@@ -46,24 +47,14 @@ def parse(datagram: bytes) -> dict[str, str]:
 
 
 def _write(dfd: int, state: dict[str, object]) -> None:
-    data = jsonlite.dumps(state).encode()
-    tmp = RECORD + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.rename(tmp, RECORD, src_dir_fd=dfd, dst_dir_fd=dfd)
+    replace_file(RECORD, jsonlite.dumps(state).encode(), 0o644, dir_fd=dfd)
 
 
-_SCM_CREDENTIALS = 2
-_SO_PASSCRED = 16
-
-
-def sender(cmsgs: list[tuple[int, int, bytes]]) -> int:
-    """The pid (in the relay's pid namespace, the host's) that SCM_CREDENTIALS names; 0 if none."""
+def sender(cmsgs: list[tuple[int, int, bytes]], sol_socket: int, scm_credentials: int) -> int:
+    """The pid (in the relay's pid namespace, the host's) that SCM_CREDENTIALS names; 0 if none.
+    (SOL_SOCKET differs by architecture: the socket module's numbers are passed in.)"""
     for level, kind, data in cmsgs:
-        if level == 1 and kind == _SCM_CREDENTIALS and len(data) >= 4:  # SOL_SOCKET
+        if level == sol_socket and kind == scm_credentials and len(data) >= 4:
             return int.from_bytes(data[:4], sys.byteorder, signed=True)
     return 0
 
@@ -85,7 +76,7 @@ def serve(state_dir: str, pid: int, sock_fd: int) -> int:
         sock.close()
         os.close(dfd)
         return 1
-    sock.setsockopt(_socket.SOL_SOCKET, _SO_PASSCRED, 1)  # the hook set it already; harmless twice
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)  # the hook set it already; harmless twice
     ancillary = _socket.CMSG_SPACE(12)  # struct ucred: pid, uid, gid
     # What other processes send (the container's root may write to the socket, as the init's
     # children may) is counted, never recorded: only the init speaks for the container.
@@ -103,7 +94,7 @@ def serve(state_dir: str, pid: int, sock_fd: int) -> int:
                     datagram, cmsgs, _, _ = sock.recvmsg(MAX_DATAGRAM, ancillary)  # a longer one cut
                 except OSError:
                     continue
-                if sender(cmsgs) != pid:
+                if sender(cmsgs, _socket.SOL_SOCKET, _socket.SCM_CREDENTIALS) != pid:
                     state["ignored"] = int(state["ignored"]) + 1  # type: ignore[call-overload]
                     dirty = True
                     continue
