@@ -27,7 +27,8 @@ from oci_systemd_hook.hostfacts import MountInfo
 #: The first systemd that refuses cgroup v1.
 FIRST_UNIFIED_ONLY = 256
 #: Where distributions put libsystemd-shared (Debian 13 and later: below the multiarch triplet).
-_LIB_DIRS = ("/usr/lib/systemd", "/usr/lib64/systemd", "/lib/systemd")
+#: Where systemd keeps its private libraries (plus /usr/lib/<multiarch triplet>/systemd).
+LIB_DIRS = ("/usr/lib/systemd", "/usr/lib64/systemd", "/lib/systemd")
 _LIB_PREFIXES = ("libsystemd-shared-", "libsystemd-core-")
 #: Names read per directory of the image, at most.
 MAX_NAMES = 4096
@@ -66,7 +67,13 @@ def choose(setting: str, layout: str, version: int | None) -> tuple[str, str]:
     return "v1", f"the image's systemd {version} runs on cgroup v1"
 
 
-def _version_of(name: str) -> int | None:
+def is_multiarch_dir(name: str) -> bool:
+    """x86_64-linux-gnu, aarch64-linux-gnu, ...: a directory below /usr/lib that may hold systemd's."""
+    return name.count("-") >= 2 and "-linux-" in name
+
+
+def library_version(name: str) -> int | None:
+    """The systemd version in a library's file name (libsystemd-shared-257.9-1~deb13u1.so: 257)."""
     for prefix in _LIB_PREFIXES:
         if name.startswith(prefix) and (name.endswith(".so") or ".so." in name):
             digits = ""
@@ -103,9 +110,6 @@ def guest_systemd_version(root: object) -> int | None:
             os.close(fd)
         return found
 
-    dirs = list(_LIB_DIRS)
-    for name in names("/usr/lib"):
-        if name.count("-") >= 2 and "-linux-" in name:  # x86_64-linux-gnu, aarch64-linux-gnu, ...
-            dirs.append(f"/usr/lib/{name}/systemd")
-    found = [v for d in dirs for v in map(_version_of, names(d)) if v is not None]
+    dirs = list(LIB_DIRS) + [f"/usr/lib/{name}/systemd" for name in names("/usr/lib") if is_multiarch_dir(name)]
+    found = [v for d in dirs for v in map(library_version, names(d)) if v is not None]
     return max(found) if found else None

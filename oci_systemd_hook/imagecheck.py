@@ -28,8 +28,6 @@ API_DIRS = (("/proc", "error"), ("/sys", "error"), ("/dev", "error"), ("/run", "
             ("/var/tmp", "warning"))
 LOADER_DIRS = ("/lib64", "/lib", "/usr/lib64", "/usr/lib")
 UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
-LIBDIRS = ("/usr/lib/systemd", "/usr/lib64/systemd", "/lib/systemd")
-_SHARED_LIB = re.compile(r"libsystemd-(shared|core)-(\d+)(?:[.~-][\w.~-]*)?\.so$")
 
 #: Units known to fail (or hang) in a container when enabled and not masked:
 #: (units, conditions in the unit that make systemd skip it in a container, why).
@@ -126,16 +124,15 @@ def _describe_program(image: Image, path: str) -> str:
 def _check_version(image: Image, report: Report, systemd: str) -> None:
     if not systemd:
         return
-    dirs = list(LIBDIRS)
-    for name in image.listdir("/usr/lib"):
-        if re.fullmatch(r"[\w]+-linux-[\w]+", name):
-            dirs.append(f"/usr/lib/{name}/systemd")
-    found = [(m.group(1), m.group(2), f"{d}/{name}") for d in dirs for name in image.listdir(d)
-             for m in [_SHARED_LIB.match(name)] if m]
+    from oci_systemd_hook.cgroupview import LIB_DIRS, is_multiarch_dir, library_version  # what prestart reads
+
+    dirs = list(LIB_DIRS) + [f"/usr/lib/{n}/systemd" for n in image.listdir("/usr/lib") if is_multiarch_dir(n)]
+    found = [(version, f"{d}/{name}") for d in dirs for name in image.listdir(d)
+             for version in [library_version(name)] if version is not None]
     if found:
-        _kind, version, path = min(found, key=lambda f: f[0] != "shared")  # libsystemd-shared first
+        version, path = max(found)  # of equal versions, libsystemd-shared over libsystemd-core
         report.add("info", "version", f"systemd version {version} (from {shown(path)})", path)
-        _check_cgroup_host(report, int(version))
+        _check_cgroup_host(report, version)
         return
     report.add("info", "version", "systemd version unknown (no libsystemd-shared-NNN.so found)")
 

@@ -287,3 +287,21 @@ def test_elf_info_rejects_garbage() -> None:
     truncated = ELF.read_bytes()[:80]
     info = imagefs.elf_info(truncated)
     assert info is not None and info[1] == ""
+
+
+def test_check_and_prestart_read_the_same_systemd_version(image: Path) -> None:
+    """`check` and prestart's cgroup view read the version with one parser: a Debian-style
+    versioned name, libsystemd-core beside libsystemd-shared, a name that only looks alike."""
+    from oci_systemd_hook.cgroupview import guest_systemd_version
+    from oci_systemd_hook.rootfs import Root
+
+    libdir = image / "usr/lib/x86_64-linux-gnu/systemd"
+    (libdir / "libsystemd-shared-254.so").unlink()
+    for name in ("libsystemd-core-257.9-1~deb13u1.so", "libsystemd-shared-257.9-1~deb13u1.so",
+                 "libsystemd-shared-999.txt"):
+        (libdir / name).write_bytes(b"")
+    lines = run_check(image).stdout.splitlines()
+    assert "info: systemd version 257 (from /usr/lib/x86_64-linux-gnu/systemd/libsystemd-shared-257.9-1~deb13u1.so)" \
+        in lines, lines
+    with Root(str(image)) as root:
+        assert guest_systemd_version(root) == 257
